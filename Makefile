@@ -1,0 +1,37 @@
+# amd_nb — the two commands of the README, plus developer helpers.
+#   make demo   set up the environment if needed, then run the main job on the embedded emoji set
+#   make test   set up the environment if needed, then run every test (notebooks + pytest)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs/demo
+
+.PHONY: demo test env check-nbdev export clean-nb
+
+$(BIN)/.amd_nb-installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip check
+	touch $@
+
+env: $(BIN)/.amd_nb-installed
+
+demo: env
+	$(BIN)/amd-buffer --preset demo --out $(OUT)
+
+test: env
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest -q tests
+
+# Notebooks are the source of truth: exporting and cleaning must not change committed files.
+check-nbdev: env
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	git diff --exit-code -- amd_nb nbs tutorials || { echo "nbdev_export/nbdev_clean changed committed files: export from the notebooks and commit both"; exit 1; }
+	test -z "$$(git status --porcelain -- amd_nb nbs tutorials)" || { git status --porcelain -- amd_nb nbs tutorials; echo "untracked exported/cleaned files"; exit 1; }
+
+export: env
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
