@@ -1,0 +1,106 @@
+"Distillation loop: exact resume after SIGKILL, the non-finite guard, engines and methods end to end."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+from safetensors import safe_open
+from amd_nb.config import get_preset
+from amd_nb.data import load_split
+from amd_nb.experts import train_experts
+from amd_nb.distill import Distiller, Callback, DistillError, distill
+from amd_nb.synthetic import SyntheticSet
+
+RUN = "import sys; from amd_nb.cli import amd_distill; sys.exit(amd_distill(sys.argv[1:]))"
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp('distill')
+    os.environ['AMD_NB_CACHE'] = str(root/'cache')
+    cfg = get_preset('tiny').override({'expert.eval_every': 0, 'expert.epochs': 3, 'expert.n_experts': 3})
+    train = load_split(cfg.data, 'train', progress=False)
+    store = train_experts(cfg, root/'experts', train, progress=False)
+    return root, cfg, train, store
+
+def cmd(root, out, *extra):
+    return [sys.executable, '-c', RUN, '--preset', 'tiny', '--quiet', '--experts', str(root/'experts'), '--out', str(out),
+            '--set', 'expert.eval_every=0', '--set', 'expert.epochs=3', '--set', 'expert.n_experts=3', *extra]
+
+def same_set(a:SyntheticSet, b:SyntheticSet):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa: assert torch.equal(sa[k], sb[k]), k
+
+def ckpt_iteration(path):
+    with safe_open(str(path), framework='pt') as f: return json.loads(f.metadata()['state'])['iteration']
+
+@pytest.mark.parametrize('method', ['lors'])
+def test_exact_resume_after_sigkill(setup, method):
+    root, cfg, train, store = setup
+    extra = ['--method', method, '--set', 'distill.iterations=40', '--set', 'distill.checkpoint_every=3', '--set', 'distill.syn_steps=4']
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    subprocess.run(cmd(root, root/'ref', *extra), env=env, check=True, capture_output=True)
+    out = root/'killed'
+    ck = out/'distill'/method/'checkpoint.safetensors'
+    p = subprocess.Popen(cmd(root, out, *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ck.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.002)
+    time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    it = ckpt_iteration(ck)
+    assert 0 < it < 40, f"the kill came too late to test resuming (checkpoint at {it})"
+    assert not (out/'distill'/method/'synthetic').exists()
+    r = subprocess.run(cmd(root, out, *extra), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    same_set(SyntheticSet.load(out/'distill'/method/'synthetic'), SyntheticSet.load(root/'ref'/'distill'/method/'synthetic'))
+    log = [json.loads(l) for l in (out/'distill'/method/'log.jsonl').read_text().splitlines()]
+    assert [r['iteration'] for r in log] == list(range(1, 41))     # the log has no gap and no repeat
+
+class Poison(Callback):
+    "From iteration `start` on, every expert target is NaN."
+    def __init__(self, start): self.start, self.snaps = start, {}
+    def on_iteration(self, d, rec):
+        self.snaps[rec['iteration']] = d.syn.state_dict()
+        self.snaps[rec['iteration']] = {k: v.clone() for k, v in self.snaps[rec['iteration']].items()}
+        if rec['iteration'] == self.start - 1:
+            orig = d._segment
+            def bad(i, ep):
+                s = orig(i, ep); s.target = {m: v * float('nan') for m, v in s.target.items()}; return s
+            d._segment = bad
+
+def test_nonfinite_guard_stops_and_keeps_checkpoint(setup, tmp_path):
+    root, cfg, train, store = setup
+    c = cfg.override({'distill.method': 'lors', 'distill.iterations': 20, 'distill.checkpoint_every': 2, 'distill.max_bad_steps': 3})
+    cb = Poison(start=3)
+    d = Distiller(c, store, train, tmp_path/'run', callbacks=[cb], progress=False)
+    with pytest.raises(DistillError, match='3 consecutive non-finite iterations'): d.run()
+    assert [r['ok'] for r in d.history] == [True, True, False, False, False]
+    for k, v in d.syn.state_dict().items(): assert torch.equal(v, cb.snaps[2][k]), k   # nothing after iteration 2 reached the set
+    ck = tmp_path/'run'/'checkpoint.safetensors'
+    assert ckpt_iteration(ck) == 4            # saved during the bad streak, still holding iteration-2 tensors
+    resumed = Distiller(c, store, train, tmp_path/'run', progress=False)
+    for k, v in resumed.syn.state_dict().items(): assert torch.isfinite(v).all() and torch.equal(v, cb.snaps[2][k]), k
+
+@pytest.mark.parametrize('method,engine', [('mtt_vl', 'tesla'), ('lors', 'tesla'), ('mtt_vl', 'unroll')])
+def test_methods_and_engines_run(setup, tmp_path, method, engine):
+    root, cfg, train, store = setup
+    c = cfg.override({'distill.method': method, 'distill.engine': engine, 'distill.iterations': 3})
+    syn = distill(c, store, tmp_path/'r', train, progress=False)
+    log = [json.loads(l) for l in (tmp_path/'r'/'log.jsonl').read_text().splitlines()]
+    assert len(log) == 3 and all(r['ok'] for r in log)
+    assert bool(list(syn.sim.parameters())) == (method == 'lors')
+
+def test_frozen_backbone_distills_pixels(setup, tmp_path):
+    root, cfg, train, _ = setup
+    c = cfg.override({'model.freeze_backbone': True, 'model.pretrained': False, 'distill.method': 'mtt_vl', 'distill.iterations': 2})
+    store = train_experts(c, tmp_path/'experts', train, progress=False)
+    d = Distiller(c, store, train, progress=False)
+    before = d.syn.images.detach().clone()
+    d.run()
+    assert not torch.equal(before, d.syn.images)
+
+def test_cli_prints_loss_and_rejects_mismatched_checkpoint(setup, tmp_path):
+    root, *_ = setup
+    r = subprocess.run(cmd(root, tmp_path, '--method', 'mtt_vl'), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'mtt_vl: 8 synthetic pairs' in r.stdout and 'matching loss first 10%' in r.stdout
+    r = subprocess.run(cmd(root, tmp_path, '--method', 'mtt_vl', '--set', 'distill.budget=100000'), capture_output=True, text=True)
+    assert r.returncode == 2 and 'distill.budget: 100000 is larger than the 48 training images' in r.stderr
