@@ -22,9 +22,14 @@ env: $(BIN)/.amd_nb-installed
 demo: env
 	$(BIN)/amd-buffer --preset demo --out $(OUT)
 
+# One BLAS/OpenMP thread per process: the notebooks run two at a time, and small matrix products on
+# two contended threads run many times slower. Tests never need the network: HF_HUB_OFFLINE stops
+# hub clients from retrying for tens of seconds.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
+
 test: env
-	$(BIN)/nbdev_test --n_workers 2 --timing
-	$(BIN)/python -m pytest -q tests
+	$(TEST_ENV) $(BIN)/nbdev_test --n_workers 2 --timing
+	$(TEST_ENV) $(BIN)/python -m pytest -q tests
 
 # Notebooks are the source of truth: exporting and cleaning must not change committed files.
 check-nbdev: env
