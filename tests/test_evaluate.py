@@ -1,0 +1,49 @@
+"Evaluation protocol: cross-architecture retraining, model selection on val only, coreset sets."
+import os
+import pytest, torch
+from amd_nb.config import get_preset
+from amd_nb.data import load_split
+from amd_nb.experts import train_experts, evaluate_retrieval
+from amd_nb.distill import distill
+from amd_nb.evaluate import synthetic_set, real_set, train_model, evaluate_set, eval_config, METRICS
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp('eval')
+    os.environ['AMD_NB_CACHE'] = str(root/'cache')
+    cfg = get_preset('tiny').override({'expert.eval_every': 0})
+    train, val, test = (load_split(cfg.data, s, progress=False) for s in ('train', 'val', 'test'))
+    store = train_experts(cfg, root/'experts', train, progress=False)
+    syn = distill(cfg.override({'distill.method': 'lors'}), store, None, train, progress=False)
+    return cfg, store, syn, train, val, test
+
+def test_cross_architecture(setup):
+    cfg, store, syn, train, val, test = setup
+    c = store.config.override({'eval.image_tower': 'efficientnet_lite0', 'eval.epochs': 2, 'eval.n_eval': 1})
+    ec = eval_config(store.config, c)
+    assert ec.model.image_tower == 'efficientnet_lite0' and store.config.model.image_tower == 'convnet'
+    import dataclasses
+    ec = dataclasses.replace(ec, eval=c.eval)
+    model, info = train_model(synthetic_set(syn), ec, seed=1)
+    assert sum(p.numel() for p in model.image.parameters()) > 1_000_000        # EfficientNet-Lite0, not the 8-wide ConvNet
+    r = evaluate_retrieval(model, test)
+    assert set(METRICS) <= set(r) and all(0 <= r[k] <= 100 for k in METRICS)
+
+def test_select_on_val_never_touches_test(setup, monkeypatch):
+    cfg, store, syn, train, val, test = setup
+    c = cfg.override({'eval.select_on_val': True, 'eval.epochs': 4, 'eval.n_eval': 1})
+    seen = []
+    import amd_nb.evaluate as ev
+    orig = ev.evaluate_retrieval
+    monkeypatch.setattr(ev, 'evaluate_retrieval', lambda m, split, *a, **k: (seen.append(split.pairs.split), orig(m, split, *a, **k))[1])
+    res = evaluate_set(real_set(train, torch.arange(16), 'random'), c, test, val, progress=False)
+    assert seen == ['val'] * 4 + ['test']             # one look per epoch at val, one final look at test
+    assert 1 <= res['runs'][0]['selected_epoch'] <= 4
+
+def test_learned_lrs_used_unless_disabled(setup):
+    cfg, store, syn, *_ = setup
+    ts = synthetic_set(syn)
+    _, info = train_model(ts, cfg.override({'eval.epochs': 1}), seed=0)
+    assert info['lrs'] == {'image': pytest.approx(syn.lr_image.item()), 'text': pytest.approx(syn.lr_text.item())}
+    _, info = train_model(ts, cfg.override({'eval.epochs': 1, 'eval.use_learned_lr': False}), seed=0)
+    assert info['lrs'] == {'image': cfg.expert.lr_image, 'text': cfg.expert.lr_text}
