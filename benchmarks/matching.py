@@ -81,7 +81,7 @@ def main():
     a = ap.parse_args()
     if a.agreement: return agreement(a)
     if a.child: a.engine, a.n = a.child[0], int(a.child[1]); return child(a)
-    print(f"preset {a.preset}, method {a.method}, experts {a.experts}, {a.iters} timed iterations per cell (median), torch threads {os.cpu_count()}")
+    print(f"preset {a.preset}, method {a.method}, experts {a.experts}, {a.iters} timed iterations per cell (median), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} on {os.cpu_count()} cores")
     rows = []
     for n in a.steps:
         for eng in ('unroll', 'tesla'):
