@@ -104,3 +104,18 @@ def test_cli_prints_loss_and_rejects_mismatched_checkpoint(setup, tmp_path):
     assert 'mtt_vl: 8 synthetic pairs' in r.stdout and 'matching loss first 10%' in r.stdout
     r = subprocess.run(cmd(root, tmp_path, '--method', 'mtt_vl', '--set', 'distill.budget=100000'), capture_output=True, text=True)
     assert r.returncode == 2 and 'distill.budget: 100000 is larger than the 48 training images' in r.stderr
+
+def test_ctrl_c_mid_iteration_resumes_exactly(setup, tmp_path):
+    root, cfg, train, store = setup
+    c = cfg.override({'distill.method': 'lors', 'distill.iterations': 8, 'distill.checkpoint_every': 0})
+    ref = Distiller(c, store, train, tmp_path/'ref', progress=False).run()
+    d = Distiller(c, store, train, tmp_path/'run', progress=False)
+    orig, calls = d._meta_gradient, []
+    def interrupt(seg, batches):
+        calls.append(1)
+        if len(calls) == 4: raise KeyboardInterrupt      # Ctrl-C in the middle of iteration 4
+        return orig(seg, batches)
+    d._meta_gradient = interrupt
+    with pytest.raises(KeyboardInterrupt): d.run()
+    assert d.iteration == 3 and ckpt_iteration(tmp_path/'run'/'checkpoint.safetensors') == 3
+    same_set(Distiller(c, store, train, tmp_path/'run', progress=False).run(), ref)
