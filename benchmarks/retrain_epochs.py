@@ -3,8 +3,8 @@
     python benchmarks/retrain_epochs.py --comparison runs/demo --budget 100 --epochs 10 30
 
 Loads the synthetic sets that `amd-compare` left in `<comparison>/comparison/distill/<method>_B<budget>_s0`
-and a random coreset of the same size (seed 0), and evaluates each with `eval.epochs` set to each
-given value (2 models per set, the demo preset's protocol otherwise).
+(plus any `--extra NAME=DIR`) and a random coreset of the same size (seed 0), and evaluates each with
+`eval.epochs` set to each given value (2 models per set, the demo preset's protocol otherwise).
 """
 import argparse, warnings
 warnings.filterwarnings('ignore')
@@ -14,6 +14,7 @@ def main():
     ap.add_argument('--comparison', default='runs/demo'); ap.add_argument('--budget', type=int, default=100)
     ap.add_argument('--epochs', type=int, nargs='+', default=[10, 30]); ap.add_argument('--methods', nargs='+', default=['mtt_vl', 'lors', 'amd'])
     ap.add_argument('--preset', default='demo'); ap.add_argument('--n-eval', type=int, default=2)
+    ap.add_argument('--extra', nargs='*', default=[], metavar='NAME=DIR', help='more synthetic sets to judge (folders written by SyntheticSet.save)')
     a = ap.parse_args()
     from pathlib import Path
     from amd_nb.config import get_preset
@@ -26,6 +27,7 @@ def main():
     train, test = (load_split(sc.data, s, progress=False, seed=sc.seed) for s in ('train', 'test'))
     sets = [real_set(train, random_coreset(len(train), a.budget, seed=0).indices, 'random')]
     sets += [synthetic_set(SyntheticSet.load(root/'comparison'/'distill'/f"{m.replace('+', '_')}_B{a.budget}_s0"/'synthetic'), m) for m in a.methods]
+    sets += [synthetic_set(SyntheticSet.load(d), n) for n, d in (e.split('=', 1) for e in a.extra)]
     print(f"B={a.budget}, set 0 of each method, {a.n_eval} models per set, test split; mean over models")
     print('| epochs | set | IR@10 | TR@10 | r_mean |'); print('|---|---|---|---|---|')
     for ep in a.epochs:
