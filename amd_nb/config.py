@@ -97,6 +97,7 @@ class ExpertConfig:
     batch_size: int = opt(128, pos, '> 0') # real pairs per step
     storage_dtype: str = choice('float32', 'float32', 'float16', 'bfloat16') # dtype trajectories are stored in
     eval_every: int = opt(1, nonneg, '>= 0') # evaluate val recall every k epochs (0: never)
+    data_parallel: bool = opt(False) # under torchrun: all ranks train each expert together (batch split, features gathered) instead of splitting the experts
     def __post_init__(self): validate(self)
 
 # %% ../nbs/00_config.ipynb #3a72bd4b
@@ -252,7 +253,7 @@ PRESETS = {
     'demo': dict(data=dict(image_size=32), model=dict(width=32, depth=3, embed_dim=128),
                  expert=dict(n_experts=4, epochs=10, batch_size=128, lr_image=0.1, lr_text=0.1),
                  distill=dict(budget=100, iterations=300, syn_steps=10, batch_syn=50, max_start_epoch=2,
-                              lr_image=10.0, lr_text=0.01, lr_lr=1e-6, lr_sim=1e-3)),
+                              lr_image=1.0, lr_text=0.01, lr_lr=1e-6, lr_sim=1e-3)),
     'flickr30k': dict(data=dict(source='data/flickr30k', image_size=224, encoder='bert-base-uncased'),
                       model=dict(image_tower='nfnet_l0', embed_dim=768, pretrained=True),
                       expert=dict(n_experts=20, epochs=10, batch_size=128),

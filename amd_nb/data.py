@@ -19,10 +19,11 @@ from .config import DataConfig, default_cache_dir
 
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet', 'emoji_dir',
-           'emoji_meta', 'emoji_images', 'load_emoji', 'karpathy_files', 'is_karpathy', 'load_karpathy', 'hash_split',
-           'load_table', 'load_pairs', 'TextEncoder', 'register_text_encoder', 'known_text_encoders', 'text_encoder',
-           'HFTextEncoder', 'minilm_encoder', 'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder', 'clip_encoder',
-           'embedding_cache_path', 'embed_captions', 'EncodedSplit', 'load_split']
+           'emoji_meta', 'emoji_images', 'load_emoji', 'karpathy_files', 'karpathy_dataset_file', 'is_karpathy',
+           'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'TextEncoder', 'register_text_encoder',
+           'known_text_encoders', 'text_encoder', 'HFTextEncoder', 'minilm_encoder', 'bert_encoder', 'hf_encoder',
+           'OpenCLIPTextEncoder', 'clip_encoder', 'embedding_cache_path', 'embed_captions', 'EncodedSplit',
+           'load_split']
 
 # %% ../nbs/01_data.ipynb #0a80f9a4
 class DataError(ValueError):
@@ -191,9 +192,15 @@ def karpathy_files(root:Path, split:str)->list:
     "Annotation files `*_{split}.json` in `root` or `root/annotations`."
     return sorted(p for d in (root, root/'annotations') if d.is_dir() for p in d.glob(f'*_{split}.json'))
 
+def karpathy_dataset_file(root:Path)->Path|None:
+    "Karpathy's original `dataset_*.json` in `root` or `root/annotations`, if there is one."
+    fs = sorted(p for d in (root, root/'annotations') if d.is_dir() for p in d.glob('dataset_*.json'))
+    return fs[0] if fs else None
+
 def is_karpathy(root:Path)->bool:
-    "Does folder `root` hold Karpathy-layout annotation files?"
-    return Path(root).is_dir() and any(karpathy_files(Path(root), s) for s in SPLITS)
+    "Does folder `root` hold Karpathy-layout annotation files (per split, or one `dataset_*.json`)?"
+    root = Path(root)
+    return root.is_dir() and (any(karpathy_files(root, s) for s in SPLITS) or karpathy_dataset_file(root) is not None)
 
 # %% ../nbs/01_data.ipynb #00054607
 def _karpathy_file(root:Path, split:str)->Path:
@@ -240,17 +247,40 @@ def _karpathy_records(f:Path):
         yield it['image'], _as_captions(it['caption'], where)
 
 # %% ../nbs/01_data.ipynb #cbf80b36
+_DATASET_SPLITS = {'train': 'train', 'restval': 'train', 'val': 'val', 'test': 'test'}
+
+def _dataset_records(f:Path, split:str):
+    "(image, captions) of the images of `split` in Karpathy's original `dataset_*.json`, checked."
+    d = _read_json(f)
+    if not isinstance(d, dict) or not isinstance(d.get('images'), list): raise DataError(f"{f}: expected an object with an 'images' list")
+    for i, it in enumerate(d['images']):
+        where = f"{f}: image {i}"
+        if not isinstance(it, dict) or 'filename' not in it or 'sentences' not in it:
+            raise DataError(f"{where}: expected an object with 'filename', 'split' and 'sentences'")
+        if _DATASET_SPLITS.get(it.get('split')) != split: continue
+        raw = [s.get('raw', '') if isinstance(s, dict) else s for s in it['sentences']]
+        yield '/'.join(p for p in (it.get('filepath'), it['filename']) if p), _as_captions(raw, where)
+
+def _annotations(root:Path, split:str)->tuple:
+    "(file, records, dataset name, default image root) of `split`: per-split files first, else `dataset_*.json`."
+    if karpathy_files(root, split) or (df := karpathy_dataset_file(root)) is None:
+        f = _karpathy_file(root, split); stem = f.name[:-len(f'_{split}.json')]
+        return f, _karpathy_records(f), _KARPATHY_NAMES.get(stem, stem), root
+    name = df.stem[len('dataset_'):]
+    img = root/'flickr30k-images' if name == 'flickr30k' and (root/'flickr30k-images').is_dir() else root
+    return df, _dataset_records(df, split), _KARPATHY_NAMES.get(name, name), img
+
+# %% ../nbs/01_data.ipynb #01cf759f
 def load_karpathy(
     root:str|Path,  # folder with {prefix}_{split}.json (or annotations/ inside it)
     split:str='train',  # 'train' | 'val' | 'test'
     image_root:str|Path|None=None,  # folder the item paths are relative to (default: root)
 )->PairSet:
     "One split of a Karpathy-layout dataset (Flickr30k/COCO as used by BLIP/LoRS), paths not yet checked."
-    root = Path(root); f = _karpathy_file(root, check_split(split))
-    groups = _group(_karpathy_records(f))
+    root = Path(root); f, records, name, default_root = _annotations(root, check_split(split))
+    groups = _group(records)
     if not groups: raise DataError(f"{f}: split {split!r} is empty")
-    img_root = Path(image_root) if image_root is not None else root
-    name = _KARPATHY_NAMES.get(f.name[:-len(f'_{split}.json')], f.name[:-len(f'_{split}.json')])
+    img_root = Path(image_root) if image_root is not None else default_root
     return PairSet(name, split, list(groups.values()), list(groups), paths=[img_root/p for p in groups], root=img_root)
 
 # %% ../nbs/01_data.ipynb #d07c8c2b

@@ -345,5 +345,5 @@ def test_window_explorer_without_curves():
 def test_nothing_else_imports_viz():
     pkg = Path(__import__('amd_nb').__file__).parent
     for f in pkg.glob('*.py'):
-        if f.name in ('viz.py', '_modidx.py'): continue
+        if f.name in ('viz.py', 'report.py', '_modidx.py'): continue     # the report draws with viz, like a user would
         assert not re.search(r'(amd_nb\.viz|from \.viz|from \. import viz)', f.read_text()), f"{f.name} imports amd_nb.viz"

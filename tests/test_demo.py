@@ -1,0 +1,118 @@
+"The main job end to end on the tiny preset: report and metrics, stage skipping, Ctrl-C and resume, `amd-eval`, `--help`."
+import json, os, re, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+from amd_nb.evaluate import METRICS
+from amd_nb.report import STAGES
+
+BIN = Path(sys.executable).parent
+TINY = ['--preset', 'tiny', '--set', 'eval.n_eval=2']
+
+
+def run(prog, *args, **kw):
+    return subprocess.run([str(BIN/prog), *map(str, args)], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, **kw)
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    "A finished tiny main job and the output of running it twice."
+    out = tmp_path_factory.mktemp('demo')/'run'
+    first = run('amd-demo', *TINY, '--out', out, '--quiet')
+    assert first.returncode == 0, first.stderr
+    second = run('amd-demo', *TINY, '--out', out, '--quiet')
+    assert second.returncode == 0, second.stderr
+    return out, first, second
+
+
+def test_metrics_json(demo):
+    out, *_ = demo
+    m = json.loads((out/'metrics.json').read_text())
+    assert (m['dataset'], m['preset'], m['seed'], m['budget']) == ('emoji', 'tiny', 0, 8)
+    assert set(m['methods']) == {'full', 'random', 'amd', 'lors'}
+    for name, r in m['methods'].items():
+        assert set(METRICS) <= set(r) and set(r['std']) == set(METRICS), name
+        assert all(0 <= r[k] <= 100 for k in METRICS if k != 'r_mean') and r['n'] == 2
+    assert set(m['windows']) == {'R_V', 'R_L'} and all(isinstance(v, int) for v in m['windows'].values())
+    assert set(m['timings']) == set(STAGES) and all(v >= 0 for v in m['timings'].values())
+
+
+def test_report_is_self_contained(demo):
+    out, *_ = demo
+    page = (out/'report.html').read_text()
+    head, lib, body = re.split(r"<script type='text/javascript'>|</script></head>", page, maxsplit=2)
+    assert len(lib) > 1e6 and 'plotly' in lib[:2000].lower()        # plotly.js inlined once, in the head
+    assert not re.search(r"<script[^>]+src=", page), 'the report must not load scripts from elsewhere'
+    assert not re.search(r"""(src|href)=["']https?://""", head + body), 'the report must not load resources from elsewhere'
+    assert page.count('Plotly.newPlot') >= 8                       # comparison, MMD, 2× sampling, prototypes, images, 2× runs
+    for heading in ('Retrieval after retraining', 'MMD curves and windows', 'Start epochs drawn: amd', 'SPM prototypes',
+                    'Synthetic images: amd', 'Run curves: lors'):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert '<td>amd</td>' in page and '<td>random</td>' in page
+
+
+def test_rerun_skips_finished_stages(demo):
+    out, first, second = demo
+    heads = [l for l in second.stdout.splitlines() if l.startswith('[')]
+    assert all('skipped' in l for l in heads[:5]) and heads[5].startswith('[6/6] report'), heads
+    assert not any('skipped' in l for l in first.stdout.splitlines() if l.startswith('['))
+    assert json.loads((out/'stages.json').read_text()).keys() == set(STAGES)
+
+
+def test_ctrl_c_then_resume(tmp_path):
+    "SIGINT during distillation: exit 130 with a resume hint; the same command then finishes, keeping finished stages."
+    out, args = tmp_path/'run', [*TINY, '--set', 'distill.iterations=400', '--set', 'distill.checkpoint_every=5', '--no-full']
+    p = subprocess.Popen([str(BIN/'amd-demo'), *args, '--out', str(out), '--quiet'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out/'comparison'/'distill'/'amd_B8_s0'/'log.jsonl'
+    t0 = time.time()
+    while not (log.exists() and len(log.read_text().splitlines()) >= 10):
+        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and 'run the same command again to resume' in err, err
+    done = len(log.read_text().splitlines())
+    assert 10 <= done < 400
+    r = run('amd-demo', *args, '--out', out, '--quiet')
+    assert r.returncode == 0, r.stderr
+    assert '[1/6] experts: done before' in r.stdout and '[3/6] prototypes: done before' in r.stdout
+    its = [json.loads(l)['iteration'] for l in log.read_text().splitlines()]
+    assert its == list(range(1, 401))                                # resumed, nothing lost or repeated
+    assert set(json.loads((out/'metrics.json').read_text())['methods']) == {'random', 'amd', 'lors'}
+
+
+def test_amd_eval(demo):
+    out, *_ = demo
+    syn = out/'comparison'/'distill'/'amd_B8_s0'
+    r = run('amd-eval', *TINY, '--out', out, '--quiet', 'random@8', syn, 'full')
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in (out/'eval').glob('*.json'))
+    assert files == ['amd_amd_B8_s0.json', 'full.json', 'random_B8.json'], files
+    res = json.loads((out/'eval'/'random_B8.json').read_text())
+    assert res['n'] == 2 and set(res['mean']) == set(METRICS)
+    # the set `amd-demo` evaluated and the one `amd-eval` evaluated are the same: same protocol, same seeds, same numbers
+    m = json.loads((out/'metrics.json').read_text())['methods']['amd']
+    ev = json.loads((out/'eval'/'amd_amd_B8_s0.json').read_text())['mean']
+    assert all(abs(m[k] - ev[k]) < 1e-2 for k in METRICS)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['not-a-set'], "not-a-set: not 'full', a coreset NAME@B"),
+    (['random@x'], "coreset 'random@x': write NAME@BUDGET"),
+])
+def test_amd_eval_bad_sets(demo, args, message):
+    out, *_ = demo
+    r = run('amd-eval', *TINY, '--out', out, *args)
+    assert r.returncode == 2 and r.stderr.startswith('amd-eval: error: ') and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize('prog', ['amd-demo', 'amd-buffer', 'amd-distill', 'amd-eval', 'amd-compare'])
+def test_help_lists_defaults(prog):
+    r = run(prog, '--help')
+    assert r.returncode == 0 and '--preset' in r.stdout and '--set KEY=VALUE' in r.stdout and '--device' in r.stdout
+    assert '(default: demo)' in r.stdout.replace('\n', ' ')
+
+
+@pytest.mark.parametrize('prog', ['amd-demo', 'amd-eval'])
+def test_bad_option_one_line(prog, tmp_path):
+    r = run(prog, '--preset', 'tiny', '--set', 'distill.budgett=3', '--out', tmp_path, *(['full'] if prog == 'amd-eval' else []))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unknown key 'distill.budgett'" in r.stderr, r.stderr
