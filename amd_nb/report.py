@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_report.ipynb #08f6f157
 from __future__ import annotations
-import html, json, time
+import html, json, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -223,5 +223,5 @@ def run_demo(run:DemoRun)->dict:
     m['timings'] = dict(st.timings)
     atomic_write_json(run.out/'metrics.json', m)
     run.say(markdown_table(comparison).split('\n\n')[0])
-    run.say(f"report: {run.out/'report.html'}\nmetrics: {run.out/'metrics.json'}")
+    run.say(f"report: {os.path.relpath(run.out/'report.html')}\nmetrics: {os.path.relpath(run.out/'metrics.json')}")
     return m
