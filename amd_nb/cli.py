@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #727c7932
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, re, sys, time
 from pathlib import Path
 from .config import Config, ConfigError, PRESETS, get_preset, load_config
 
@@ -116,7 +116,7 @@ def amd_compare(argv:list[str]|None=None)->int:
     return run_cli('amd-compare', _compare, p.parse_args(argv))
 
 # %% ../nbs/10_cli.ipynb #a58d90e7
-def _training_set(spec:str, store, train, seed:int):
+def _training_set(spec:str, store, train, seed:int, root:Path):
     "The `TrainingSet` a command-line SET names (see `amd-eval --help`)."
     from amd_nb.evaluate import real_set, synthetic_set, CORESETS
     from amd_nb.synthetic import SyntheticSet
@@ -132,7 +132,12 @@ def _training_set(spec:str, store, train, seed:int):
     if not (p/'synthetic.json').exists():
         raise FileNotFoundError(f"{spec}: not 'full', a coreset NAME@B ({', '.join(CORESETS)}) or a folder holding a saved synthetic set")
     syn = SyntheticSet.load(p)
-    return synthetic_set(syn, syn.meta.get('method')), f"{syn.meta.get('method', 'synthetic')}_{p.parent.name}"
+    return synthetic_set(syn, syn.meta.get('method')), _label(p.parent, root)
+
+def _label(folder:Path, root:Path)->str:
+    "A file-name-safe label of a set's folder: its path relative to the output folder."
+    rel = os.path.relpath(Path(folder).resolve(), Path(root).resolve())
+    return re.sub(r'[^A-Za-z0-9.+=-]+', '_', rel.replace('..' + os.sep, '')).strip('_.') or 'synthetic'
 
 def _eval(args):
     from amd_nb.evaluate import evaluate_set, markdown_table, _eval_cfg, format_result
@@ -143,7 +148,8 @@ def _eval(args):
     store = TrajectoryStore(args.experts or root/'experts'); scfg = store.config
     train, test = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', 'test'))
     val = load_split(scfg.data, 'val', progress=False, seed=scfg.seed) if cfg.eval.select_on_val else None
-    sets = [_training_set(s, store, train, cfg.seed) for s in args.sets]   # all checked before any training
+    sets = [_training_set(s, store, train, cfg.seed, root) for s in args.sets]   # all checked before any training
+    if len(labels := [l for _, l in sets]) != len(set(labels)): raise ConfigError(f"the same set given twice: {args.sets}")
     for ts, label in sets:
         res = evaluate_set(ts, _eval_cfg(cfg, store), test, val, progress=not args.quiet)
         atomic_write_json(root/'eval'/f"{label}.json", dict(set=label, config=cfg.to_dict(), **res))

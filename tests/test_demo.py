@@ -86,18 +86,19 @@ def test_amd_eval(demo):
     r = run('amd-eval', *TINY, '--out', out, '--quiet', 'random@8', syn, 'full')
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in (out/'eval').glob('*.json'))
-    assert files == ['amd_amd_B8_s0.json', 'full.json', 'random_B8.json'], files
+    assert files == ['comparison_distill_amd_B8_s0.json', 'full.json', 'random_B8.json'], files
     res = json.loads((out/'eval'/'random_B8.json').read_text())
     assert res['n'] == 2 and set(res['mean']) == set(METRICS)
     # the set `amd-demo` evaluated and the one `amd-eval` evaluated are the same: same protocol, same seeds, same numbers
     m = json.loads((out/'metrics.json').read_text())['methods']['amd']
-    ev = json.loads((out/'eval'/'amd_amd_B8_s0.json').read_text())['mean']
+    ev = json.loads((out/'eval'/'comparison_distill_amd_B8_s0.json').read_text())['mean']
     assert all(abs(m[k] - ev[k]) < 1e-2 for k in METRICS)
 
 
 @pytest.mark.parametrize('args, message', [
     (['not-a-set'], "not-a-set: not 'full', a coreset NAME@B"),
     (['random@x'], "coreset 'random@x': write NAME@BUDGET"),
+    (['random@4', 'random@4'], "the same set given twice"),
 ])
 def test_amd_eval_bad_sets(demo, args, message):
     out, *_ = demo
