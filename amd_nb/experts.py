@@ -111,6 +111,8 @@ def _create(cls, path, cfg:Config, fingerprint:str, layouts:dict, text_dim:int)-
             raise StoreError(f"{path} holds experts trained on other data (fingerprint {old['fingerprint'][:12]} != {fingerprint[:12]}); use another output folder")
         bad = _diff(_compat_config(old['config']), _compat_config(new['config']))
         if bad: raise StoreError(f"{path} holds experts trained with other settings: {', '.join(bad)}; use another output folder")
+        new['config'] = old['config']    # the settings the experts were trained with; only the target count can grow
+        new['config']['expert']['n_experts'] = max(old['config']['expert']['n_experts'], cfg.expert.n_experts)
     atomic_write_json(path/'manifest.json', new)
     return cls(path).reindex()
 
