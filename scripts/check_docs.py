@@ -6,7 +6,7 @@
 then checks the result. `make test` runs it, so a notebook that breaks the docs build fails the test command.
 Where Quarto is installed, `make docs` (= `nbdev_docs`) builds the site into `_docs/`.
 """
-import os, sys, json
+import os, re, sys, json
 from pathlib import Path
 import yaml
 import nbdev.doclinks
@@ -40,6 +40,8 @@ def problems(cfg)->list[str]:
     index = json.loads((proc/'index.ipynb').read_text())['cells'] if (proc/'index.ipynb').exists() else []
     if not any('{{< include ../README.md >}}' in ''.join(c['source']) for c in index): bad.append('index.ipynb does not include ../README.md')
     if not (proc.parent/'README.md').exists(): bad.append('README.md missing next to _proc')
+    links = re.findall(r"\]\(([^)#:]+\.ipynb)\)", ''.join(''.join(c['source']) for c in index))
+    bad += [f"index.ipynb links to missing {l}" for l in links if not (nbs/l).exists()]
     nav = yaml.safe_load((nbs/'_quarto.yml').read_text())['website']['navbar'].get('left', [])
     bad += [f"_quarto.yml navbar links to missing {i['href']}" for i in nav if not (nbs/i['href']).exists()]
     return bad
