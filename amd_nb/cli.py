@@ -140,7 +140,7 @@ def _label(folder:Path, root:Path)->str:
     return re.sub(r'[^A-Za-z0-9.+=-]+', '_', rel.replace('..' + os.sep, '')).strip('_.') or 'synthetic'
 
 def _eval(args):
-    from amd_nb.evaluate import evaluate_set, markdown_table, _eval_cfg, format_result
+    from amd_nb.evaluate import evaluate_set, _eval_cfg, format_result
     from amd_nb.experts import TrajectoryStore, atomic_write_json
     from amd_nb.data import load_split
     cfg = config_from_args(args)

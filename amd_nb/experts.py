@@ -327,6 +327,8 @@ def all_reduce_grads(params:list[torch.Tensor]):
     for p, g in zip(params, flat.split([g.numel() for g in grads])): p.grad = g.view_as(p)
 
 # %% ../nbs/03_experts.ipynb #3848cfd3
+_INFONCE = InfoNCE()   # stateless: one instance serves every batch
+
 def batch_loss(model:DualEncoder,
                x_all:torch.Tensor,        # `image_inputs` of all training images
                e_all:torch.Tensor,        # frozen embeddings of all captions
@@ -341,7 +343,7 @@ def batch_loss(model:DualEncoder,
     if len(rows): img, txt = encode_images(model, x_all[rows]), model.encode_text(e_all[caps[rows]])
     else: img, txt = x_all.new_zeros(0, model.image.embed_dim), x_all.new_zeros(0, model.text.embed_dim)  # batch smaller than world
     if sharded: img, txt = gather_rows(img, sizes), gather_rows(txt, sizes)
-    return InfoNCE()(logits_from(img, txt, model.temperature))
+    return _INFONCE(logits_from(img, txt, model.temperature))
 
 # %% ../nbs/03_experts.ipynb #71355a88
 def train_expert(index:int, cfg:Config, train:EncodedSplit, val:EncodedSplit|None=None,

@@ -5,12 +5,11 @@
 # %% ../nbs/09b_report.ipynb #08f6f157
 from __future__ import annotations
 import html, json, os, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-import torch
 import plotly.io as pio
 
-from .config import Config, get_preset
+from .config import Config
 from .data import EncodedSplit, load_split
 from .experts import TrajectoryStore, train_experts, atomic_write, atomic_write_json
 from .mmd import mmd_windows, mmd_file
@@ -69,7 +68,7 @@ class DemoRun:
     def run_dir(self, method:str)->Path: return self.comparison/'distill'/f"{method.replace('+', '_')}_B{self.budget}_s0"
     def method_cfg(self, method:str)->Config:
         "The config `compare` distils `method` with (so the stage's runs are the ones it evaluates)."
-        return self.cfg.override({'distill.method': method, 'distill.budget': self.budget, 'seed': self.cfg.seed})
+        return self.cfg.override({'distill.method': method})
 
 # %% ../nbs/09b_report.ipynb #7512bdac
 def _store(run:DemoRun)->TrajectoryStore: return TrajectoryStore(run.out/'experts')
@@ -128,7 +127,7 @@ def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
 # %% ../nbs/09b_report.ipynb #179e7503
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}tr.best td{font-weight:bold}.note{color:#555;font-size:.9em}
+th:first-child,td:first-child{text-align:left}.note{color:#555;font-size:.9em}
 h2{margin-top:2em;border-bottom:1px solid #ddd}code{background:#f4f4f4;padding:0 .2em}"""
 
 def metrics_table_html(metrics:dict, keys=('IR@1', 'IR@5', 'IR@10', 'TR@1', 'TR@5', 'TR@10', 'r_mean'))->str:
