@@ -55,7 +55,8 @@ def run_cli(prog:str, body, args)->int:
 
 # %% ../nbs/10_cli.ipynb #41e06d9c
 def _buffer(args):
-    from amd_nb.experts import train_experts, is_main_process
+    from amd_nb.experts import train_experts
+    from amd_nb.dist import is_main_process
     cfg = config_from_args(args)
     out = Path(args.out or f"runs/{args.preset}")/'experts'
     t0 = time.time()
@@ -118,16 +119,16 @@ def amd_compare(argv:list[str]|None=None)->int:
 # %% ../nbs/10_cli.ipynb #a58d90e7
 def _training_set(spec:str, store, train, seed:int, root:Path):
     "The `TrainingSet` a command-line SET names (see `amd-eval --help`)."
-    from amd_nb.evaluate import real_set, synthetic_set, CORESETS
+    from amd_nb.evaluate import real_set, synthetic_set, coreset_of, CORESETS
     from amd_nb.synthetic import SyntheticSet
-    from amd_nb.spm import expert_features, select
-    import torch
+    from amd_nb.spm import expert_embeddings
     if spec == 'full': return real_set(train), 'full'
     name, _, b = spec.partition('@')
     if name in CORESETS:
         if not b.isdigit(): raise ConfigError(f"coreset {spec!r}: write NAME@BUDGET, e.g. {name}@100")
-        feats = expert_features(store, train) if name != 'random' else torch.zeros(len(train), 1)
-        return real_set(train, select(name, feats, int(b), seed=seed).indices, spec), spec.replace('@', '_B')
+        ts, _ = coreset_of(name, train, int(b), seed, None if name == 'random' else expert_embeddings(store, train))
+        ts.name = spec
+        return ts, spec.replace('@', '_B')
     p = Path(spec); p = p/'synthetic' if (p/'synthetic'/'synthetic.json').exists() else p
     if not (p/'synthetic.json').exists():
         raise FileNotFoundError(f"{spec}: not 'full', a coreset NAME@B ({', '.join(CORESETS)}) or a folder holding a saved synthetic set")
@@ -146,7 +147,7 @@ def _eval(args):
     cfg = config_from_args(args)
     root = Path(args.out or f"runs/{args.preset}")
     store = TrajectoryStore(args.experts or root/'experts'); scfg = store.config
-    train, test = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', 'test'))
+    train, test = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', cfg.eval.split))
     val = load_split(scfg.data, 'val', progress=False, seed=scfg.seed) if cfg.eval.select_on_val else None
     sets = [_training_set(s, store, train, cfg.seed, root) for s in args.sets]   # all checked before any training
     if len(labels := [l for _, l in sets]) != len(set(labels)): raise ConfigError(f"the same set given twice: {args.sets}")

@@ -118,6 +118,11 @@ class DistillConfig:
     sim_rank: int = opt(10, pos, '> 0') # rank r of the low-rank similarity
     sim_alpha: float = opt(1.0, pos, '> 0') # α of the low-rank similarity
     merge_branches: bool = opt(False) # match (d_V + d_L)/(n_V + n_L) instead of d_V/n_V + d_L/n_L
+    wbce_scale: float = opt(1.0, pos, '> 0') # WBCE: multiplier of the logits (1: LoRS's 14.3·cos at τ=0.07); the set's evaluation models use it too
+    max_lr: float|None = opt(None, pos, '> 0') # upper bound of the learned inner lrs η_V, η_L (None: only η ≥ 0)
+    clamp_pixels: bool = opt(True) # keep the synthetic pixels inside the image range [0, 1] after every update
+    text_norm: str = choice('ball', 'ball', 'sphere', 'free') # synthetic texts: norm ≤ text_radius·r (ball), = r (sphere) or free; r: the real captions' mean norm
+    text_radius: float = opt(1.5, lambda v: v >= 1, '>= 1') # the ball's radius, in units of the real captions' mean norm
     lr_image: float = opt(100.0, pos, '> 0') # outer lr of the synthetic pixels
     lr_text: float = opt(100.0, pos, '> 0') # outer lr of the synthetic text embeddings
     lr_lr: float = opt(1e-2, nonneg, '>= 0') # outer lr of the learnable inner lrs η_V, η_L (0 freezes them)
@@ -147,6 +152,7 @@ class EvalConfig:
     momentum: float = opt(0.9, lambda v: 0 <= v < 1, 'in [0, 1)') # SGD momentum
     weight_decay: float = opt(5e-4, nonneg, '>= 0') # SGD weight decay
     select_on_val: bool = opt(False) # keep the epoch with the best val r_mean (never the test split)
+    split: str = choice('test', 'test', 'val') # the split a set is judged on: choose settings on 'val', report 'test' once
     image_tower: str|None = opt(None) # cross-architecture evaluation: train with this image tower instead of the experts'
 
 # %% ../nbs/00_config.ipynb #73bf5a6f
@@ -248,12 +254,13 @@ PRESETS = {
     'tiny': dict(data=dict(image_size=16, limit=48), model=dict(width=8, depth=2, embed_dim=32),
                  expert=dict(n_experts=2, epochs=2, batch_size=16),
                  distill=dict(budget=8, iterations=4, syn_steps=3, batch_syn=4, max_start_epoch=1, checkpoint_every=2,
-                              lr_image=1.0, lr_text=0.01, lr_lr=1e-5, lr_sim=1e-2),
+                              lr_image=1.0, lr_text=0.01, lr_lr=1e-5, lr_sim=1e-2, wbce_scale=0.1, max_lr=1.0),
                  eval=dict(n_eval=2, epochs=3, full_epochs=2, batch_size=16)),
-    'demo': dict(data=dict(image_size=32), model=dict(width=32, depth=3, embed_dim=128),
-                 expert=dict(n_experts=4, epochs=10, batch_size=128, lr_image=0.1, lr_text=0.1),
+    'demo': dict(data=dict(image_size=32),
+                 model=dict(image_tower='efficientnet_lite0', pretrained=True, freeze_backbone=True, embed_dim=128),
+                 expert=dict(n_experts=8, epochs=10, batch_size=128, lr_image=0.1, lr_text=0.1),
                  distill=dict(budget=100, iterations=300, syn_steps=10, batch_syn=50, max_start_epoch=2,
-                              lr_image=1.0, lr_text=0.01, lr_lr=1e-6, lr_sim=1e-3)),
+                              lr_image=30.0, lr_text=3.0, lr_lr=1e-3, lr_sim=0.1, wbce_scale=0.1, max_lr=1.0)),
     'flickr30k': dict(data=dict(source='data/flickr30k', image_size=224, encoder='bert-base-uncased'),
                       model=dict(image_tower='nfnet_l0', embed_dim=768, pretrained=True),
                       expert=dict(n_experts=20, epochs=10, batch_size=128),

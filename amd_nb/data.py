@@ -20,10 +20,10 @@ from .config import DataConfig, default_cache_dir
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet', 'emoji_dir',
            'emoji_meta', 'emoji_images', 'load_emoji', 'karpathy_files', 'karpathy_dataset_file', 'is_karpathy',
-           'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'TextEncoder', 'register_text_encoder',
-           'known_text_encoders', 'text_encoder', 'HFTextEncoder', 'minilm_encoder', 'bert_encoder', 'hf_encoder',
-           'OpenCLIPTextEncoder', 'clip_encoder', 'embedding_cache_path', 'embed_captions', 'EncodedSplit',
-           'load_split']
+           'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'write_shapes', 'TextEncoder',
+           'register_text_encoder', 'known_text_encoders', 'text_encoder', 'HFTextEncoder', 'minilm_encoder',
+           'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder', 'clip_encoder', 'embedding_cache_path',
+           'embed_captions', 'EncodedSplit', 'load_split']
 
 # %% ../nbs/01_data.ipynb #0a80f9a4
 class DataError(ValueError):
@@ -412,6 +412,68 @@ def load_pairs(
     if ix is not None: ps = ps.subset(ix)
     ps.captions = [c[:max_captions] for c in ps.captions]
     return _check_files(ps, source)
+
+# %% ../nbs/01_data.ipynb #924b4f45
+_SHAPE_WORDS = {'circle': ['circle', 'disc', 'round dot'], 'square': ['square', 'box', 'block'], 'triangle': ['triangle', 'wedge', 'three-sided shape'],
+                'cross': ['cross', 'plus sign', 'x-shaped cross'], 'ring': ['ring', 'hoop', 'hollow circle'], 'diamond': ['diamond', 'rhombus', 'tilted square']}
+_COLOURS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 220), 'yellow': (235, 200, 30),
+            'purple': (140, 60, 180), 'orange': (245, 130, 30), 'black': (25, 25, 25), 'pink': (240, 120, 190)}
+_PLACES = {'left': (0.25, 0.5), 'right': (0.75, 0.5), 'top': (0.5, 0.25), 'bottom': (0.5, 0.75), 'centre': (0.5, 0.5)}
+_PLACE_WORDS = {'left': ['on the left', 'at the left side', 'to the left'], 'right': ['on the right', 'at the right side', 'to the right'],
+                'top': ['at the top', 'near the top edge', 'up high'], 'bottom': ['at the bottom', 'near the bottom edge', 'down low'],
+                'centre': ['in the middle', 'in the centre', 'at the center']}
+_SIZE_WORDS = {'small': ['small', 'little', 'tiny'], 'large': ['large', 'big', 'huge']}
+
+def _draw_shape(d, kind:str, cx:float, cy:float, r:float, fill):
+    "Draw one shape of radius `r` centred at (cx, cy) on PIL draw `d`."
+    box = [cx - r, cy - r, cx + r, cy + r]
+    if kind == 'circle': d.ellipse(box, fill=fill)
+    elif kind == 'square': d.rectangle(box, fill=fill)
+    elif kind == 'triangle': d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    elif kind == 'diamond': d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    elif kind == 'ring': d.ellipse(box, outline=fill, width=max(2, int(r / 2.5)))
+    else: w = max(2, int(r / 2.2)); d.rectangle([cx - w/2, cy - r, cx + w/2, cy + r], fill=fill); d.rectangle([cx - r, cy - w/2, cx + r, cy + w/2], fill=fill)
+
+def _phrase(o:dict, rnd)->str:
+    "One noun phrase for object `o` with random synonyms ('a big red disc on the left')."
+    size, col, shape = rnd.choice(_SIZE_WORDS[o['size']]), o['colour'], rnd.choice(_SHAPE_WORDS[o['shape']])
+    adj = f"{size} {col}" if rnd.random() < 0.7 else f"{col} {size}" if rnd.random() < 0.5 else col
+    return f"{'an' if adj[0] in 'aeiou' else 'a'} {adj} {shape} {rnd.choice(_PLACE_WORDS[o['place']])}"
+
+def _caption(objs:list, rnd)->str:
+    "A caption naming every object, in one of a few sentence forms."
+    ps = [_phrase(o, rnd) for o in objs]
+    rnd.shuffle(ps)
+    lead = rnd.choice(['', 'a picture of ', 'there is ', 'an image showing ', 'drawing: '])
+    return (lead + ' and '.join(ps) if rnd.random() < 0.8 else lead + ps[0] + (', next to ' + ps[1] if len(ps) > 1 else '')).strip()
+
+def write_shapes(
+    folder:str|Path,   # where to write images/NNNNN.png and captions.csv (created)
+    n:int=2000,        # number of images
+    seed:int=0,        # seeds every random choice
+    size:int=64,       # image side in pixels
+    captions:int=5,    # captions per image
+)->Path:               # the captions.csv written
+    "Draw a deterministic image–caption set of coloured shapes (80/10/10 train/val/test split) into `folder`."
+    import random
+    from PIL import ImageDraw
+    folder, rnd = Path(folder), random.Random(seed)
+    (folder/'images').mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        places = rnd.sample(sorted(_PLACES), rnd.choice([1, 2]))
+        objs = [dict(shape=rnd.choice(sorted(_SHAPE_WORDS)), colour=rnd.choice(sorted(_COLOURS)), size=rnd.choice(['small', 'large']), place=p) for p in places]
+        bg = tuple(rnd.randint(215, 250) for _ in range(3))
+        im = Image.new('RGB', (size, size), bg); d = ImageDraw.Draw(im)
+        for o in objs:
+            cx, cy = (v * size for v in _PLACES[o['place']])
+            _draw_shape(d, o['shape'], cx + rnd.uniform(-2, 2), cy + rnd.uniform(-2, 2), size * (0.09 if o['size'] == 'small' else 0.17), _COLOURS[o['colour']])
+        name = f"images/{i:05d}.png"; im.save(folder/name)
+        split = 'train' if i % 10 < 8 else 'val' if i % 10 == 8 else 'test'
+        rows += [(name, _caption(objs, rnd), split) for _ in range(captions)]
+    with open(folder/'captions.csv', 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f); w.writerow(['image', 'caption', 'split']); w.writerows(rows)
+    return folder/'captions.csv'
 
 # %% ../nbs/01_data.ipynb #6b79ad0b
 class TextEncoder:

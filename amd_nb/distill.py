@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, math, time
 from dataclasses import dataclass, asdict
+from typing import NamedTuple
 from pathlib import Path
 import torch
 from safetensors import safe_open
@@ -15,13 +16,14 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .experts import TrajectoryStore, StoreError, init_dual_encoder, atomic_write, atomic_write_json
-from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, meta_engine, _SAMPLERS
-from .synthetic import SyntheticSet, random_indices
-from .spm import expert_features, select
+from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, meta_engine, matching_loss, alignment, _SAMPLERS
+from .models import contrastive_loss
+from .synthetic import SyntheticSet, random_indices, pick_captions
+from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
-__all__ = ['METHODS', 'INITS', 'register_method', 'resolve_method', 'register_init', 'Callback', 'ProgressBar', 'JSONLog',
-           'DistillError', 'Distiller', 'step', 'save_checkpoint', 'load_checkpoint', 'stop', 'run', 'distill']
+__all__ = ['METHODS', 'INITS', 'register_method', 'resolve_method', 'Init', 'register_init', 'Callback', 'ProgressBar', 'JSONLog',
+           'DistillError', 'Distiller', 'step', 'probe', 'save_checkpoint', 'load_checkpoint', 'stop', 'run', 'distill']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 METHODS = {}
@@ -47,23 +49,29 @@ def resolve_method(dcfg)->dict:
     return m
 
 # %% ../nbs/07_distill.ipynb #d0bbeb0b
+class Init(NamedTuple):
+    "Which real pairs a synthetic set starts from."
+    images: torch.Tensor          # long [B]: real image indices
+    captions: torch.Tensor        # long [B]: one flat caption index of each of those images
+    selection: Selection|None = None # the selector's result (timing, K-means labels …), for reports
+
 INITS = {}
 def register_init(name:str):
-    "Decorator registering `f(cfg, store, train, generator) -> indices` as an initialisation of the synthetic set."
+    "Decorator registering `f(cfg, store, train, generator) -> Init` as an initialisation of the synthetic set."
     def deco(f): INITS[name] = f; return f
     return deco
 
 @register_init('random')
-def _random_init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->torch.Tensor:
-    return random_indices(len(train), cfg.distill.budget, g)
+def _random_init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->Init:
+    idx = random_indices(len(train), cfg.distill.budget, g)
+    return Init(idx, pick_captions(train.caption_image, idx, 'random', g))
 
 def _feature_init(name:str):
-    "An initialisation that runs selector `name` on the joint features of the first expert at its last epoch."
-    def init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->torch.Tensor:
-        feats = expert_features(store, train, device=resolve_device(cfg.device))
-        sel = select(name, feats, cfg.distill.budget, seed=int(torch.randint(2**31 - 1, (1,), generator=g)))
-        init.last = sel       # keep the timing and cluster labels for reports
-        return sel.indices
+    "An initialisation that runs selector `name` on the first expert's joint features; each image starts from its nearest caption."
+    def init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->Init:
+        emb = expert_embeddings(store, train, device=resolve_device(cfg.device))
+        sel = select(name, emb.features, cfg.distill.budget, seed=int(torch.randint(2**31 - 1, (1,), generator=g)))
+        return Init(sel.indices, emb.nearest_captions(sel.indices), sel)
     return init
 
 for _n in ('spm', 'herding', 'kcenter'): register_init(_n)(_feature_init(_n))
@@ -128,23 +136,28 @@ class Distiller:
         if self.out is not None and (self.out/'checkpoint.safetensors').exists(): self.load_checkpoint()
 
 # %% ../nbs/07_distill.ipynb #d93cba04
+def _loss_kwargs(method:dict, dc)->dict: return {'scale': dc.wbce_scale} if method['loss'] == 'wbce' else {}
+
 def _build(self:Distiller):
     scfg, dc = self.store.config, self.dc
     self.g = torch.Generator().manual_seed(self.cfg.seed)
     model = init_dual_encoder(scfg, self.store.manifest['text_dim']).to(self.device)
-    self.student = Student(model, self.method['loss'])
+    self.loss_kwargs = _loss_kwargs(self.method, dc)
+    self.student = Student(model, contrastive_loss(self.method['loss'], **self.loss_kwargs))
     if dc.budget > len(self.train): raise ConfigError(f"distill.budget: {dc.budget} is larger than the {len(self.train)} training images")
-    t0 = time.time(); idx = INITS[self.method['init']](self.cfg, self.store, self.train, self.g)
-    self.init_seconds = time.time() - t0
-    meta = dict(method=self.method_name, **self.method, config=self.cfg.to_dict(), store=str(self.store.path),
+    t0 = time.time(); init = INITS[self.method['init']](self.cfg, self.store, self.train, self.g)
+    self.init_seconds, self.selection = time.time() - t0, init.selection
+    meta = dict(method=self.method_name, **self.method, loss_kwargs=self.loss_kwargs, config=self.cfg.to_dict(), store=str(self.store.path),
                 image_tower=scfg.model.image_tower, seed=self.cfg.seed, init_seconds=round(self.init_seconds, 3))
-    self.syn = SyntheticSet.from_real(self.train, idx, model.image.mean, model.image.std, scfg.expert.lr_image, scfg.expert.lr_text,
-                                      sim=self.method['sim'], rank=dc.sim_rank, alpha=dc.sim_alpha, caption='random',
+    self.syn = SyntheticSet.from_real(self.train, init.images, model.image.mean, model.image.std, scfg.expert.lr_image, scfg.expert.lr_text,
+                                      sim=self.method['sim'], rank=dc.sim_rank, alpha=dc.sim_alpha, caption=init.captions,
                                       generator=self.g, meta=meta).to(self.device)
+    self._bounds = _pixel_bounds(model.image.mean, model.image.std, self.device), float(self.train.text.norm(dim=1).mean())
     pg = self.syn.param_groups()
     groups = [dict(params=pg['images'], lr=dc.lr_image), dict(params=pg['text'], lr=dc.lr_text), dict(params=pg['lrs'], lr=dc.lr_lr)]
     if pg['sim']: groups.append(dict(params=pg['sim'], lr=dc.lr_sim))
     self.opt = torch.optim.SGD(groups, lr=dc.lr_image, momentum=dc.momentum)
+    self._uses_targets = not (self.method['sim'] == 'identity' and self.method['loss'] == 'infonce')
     self.sampler = _SAMPLERS[self.method['sampler']].from_config(dc, self.store)
     self.engine = meta_engine(dc.engine)
     self.iteration, self.order, self.history, self.bad, self._stop = 0, [], [], 0, False
@@ -167,7 +180,7 @@ def _meta_gradient(self:Distiller, seg:Segment, batches:list):
     self.opt.zero_grad(set_to_none=True)
     x = st.image_inputs(syn.images)
     leaf = x.detach().requires_grad_(True) if st.frozen else syn.images
-    targets = None if self.method['sim'] == 'identity' and self.method['loss'] == 'infonce' else syn.targets
+    targets = syn.targets if self._uses_targets else None
     leaves = SynLeaves(leaf, syn.text, {'image': syn.lr_image, 'text': syn.lr_text}, targets, list(syn.sim.parameters()))
     out = self.engine(st, leaves, seg, batches, self.dc.merge_branches)
     if st.frozen and leaf.grad is not None: x.backward(leaf.grad)
@@ -177,12 +190,28 @@ Distiller._next_expert, Distiller._segment, Distiller._meta_gradient = _next_exp
 
 # %% ../nbs/07_distill.ipynb #20bb3a2e
 def _sim_stats(syn:SyntheticSet)->dict:
-    "Mean diagonal and mean off-diagonal of the similarity targets (cheap summaries for the logs)."
+    "Mean diagonal, mean and max |off-diagonal| of the similarity targets (cheap summaries for the logs)."
     if not list(syn.sim.parameters()): return {}
     with torch.no_grad():
         S = syn.targets(); n = len(S)
-        off = (S.sum() - S.diagonal().sum()) / max(n * n - n, 1)
-    return {'sim_diag': round(float(S.diagonal().mean()), 5), 'sim_offdiag': round(float(off), 5)}
+        off = (S - torch.diag_embed(S.diagonal())).abs()
+    return {'sim_diag': round(float(S.diagonal().mean()), 5), 'sim_offdiag': round(float(off.sum() / max(n * n - n, 1)), 5),
+            'sim_offdiag_max': round(float(off.max()), 5)}
+
+def _pixel_bounds(mean, std, device)->tuple[torch.Tensor, torch.Tensor]:
+    "Per-channel bounds [1,C,1,1] of pixels in [0, 1] in the normalised space of `mean`/`std`."
+    m, s = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (mean, std))
+    return -m / s, (1 - m) / s
+
+@torch.no_grad()
+def _project(self:Distiller):
+    "Keep the set where it belongs after an update: pixels in the image range, texts near the encoder's sphere, 0 ≤ η ≤ max_lr."
+    dc, (lo, hi), r = self.dc, *self._bounds
+    if dc.clamp_pixels: self.syn.images.copy_(torch.maximum(torch.minimum(self.syn.images, hi), lo))
+    if dc.text_norm != 'free':
+        n = self.syn.text.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.syn.text.mul_((torch.full_like(n, r) if dc.text_norm == 'sphere' else n.clamp(max=dc.text_radius * r)) / n)
+    for lr in (self.syn.lr_image, self.syn.lr_text): lr.clamp_(min=0, max=dc.max_lr)
 
 def step(self:Distiller)->dict:
     "One outer iteration; returns its record (`ok` False when the update was rejected)."
@@ -195,19 +224,47 @@ def step(self:Distiller)->dict:
     except KeyboardInterrupt:
         self._set_rng_state(snap); self.order = order; self.opt.zero_grad(set_to_none=True); raise   # as if the iteration never began
     ok = _finite(out.loss, *(p.grad for grp in self.opt.param_groups for p in grp['params']))
-    if ok:
-        self.opt.step()
-        with torch.no_grad(): self.syn.lr_image.clamp_(min=0); self.syn.lr_text.clamp_(min=0)
-        self.bad = 0
+    if ok: self.opt.step(); self._project(); self.bad = 0
     else: self.opt.zero_grad(set_to_none=True); self.bad += 1
     self.iteration += 1
     rec = dict(iteration=self.iteration, expert=i, t_image=ep.image, t_text=ep.text, ok=ok,
                loss=float(out.loss), loss_image=out.parts['image'], loss_text=out.parts['text'],
+               cos_image=round(out.cos['image'], 5), cos_text=round(out.cos['text'], 5),
                lr_image=self.syn.lr_image.item(), lr_text=self.syn.lr_text.item(), **_sim_stats(self.syn),
                seconds=round(time.time() - t0, 4))
     self.history.append(rec)
     return rec
-Distiller.step = step
+Distiller.step, Distiller._project = step, _project
+
+# %% ../nbs/07_distill.ipynb #dbb2900e
+def _student_end(self:Distiller, seg:Segment, batches:list, x:torch.Tensor)->dict:
+    "Where the student lands after the inner steps on the current set (no meta-graph)."
+    theta, lrs = {m: seg.start[m].clone() for m in MODALITIES}, {'image': self.syn.lr_image.detach(), 'text': self.syn.lr_text.detach()}
+    for idx in batches:
+        t = self.syn.targets(idx).detach() if self._uses_targets else None
+        gs, _ = self.student.grads(theta, x[idx], self.syn.text[idx].detach(), t)
+        theta = {m: theta[m] - lrs[m] * gs[m] for m in MODALITIES}
+    return theta
+
+def probe(self:Distiller,
+          segments:int=16, # expert segments to try (experts in turn, start epochs drawn by the run's sampler)
+          seed:int=0,      # seeds the draws (the run's own generator is not touched)
+         )->dict:          # per modality: mean cos, |Δθ̂|/|Δθ|, matching loss, loss at the best η (1 − cos²)
+    "How well the student's N steps on the set as it is now reproduce the expert's M epochs (the set is not changed)."
+    g, done = torch.Generator().manual_seed(seed), self.store.finished()
+    with torch.no_grad(): x = self.student.image_inputs(self.syn.images).detach()
+    rows = []
+    for k in range(segments):
+        ep = self.sampler(g, self.store.epochs, self.dc.expert_epochs)
+        seg = self._segment(done[k % len(done)], ep)
+        end = self._student_end(seg, minibatches(len(self.syn), self.dc.batch_syn, self.dc.syn_steps, g), x)
+        _, parts = matching_loss(end, seg)
+        cos = alignment(end, seg)
+        ratio = {m: float((end[m] - seg.start[m]).norm() / (seg.target[m] - seg.start[m]).norm().clamp_min(1e-12)) for m in MODALITIES}
+        rows.append({m: (cos[m], ratio[m], float(parts[m]), 1 - cos[m]**2) for m in MODALITIES})
+    return {m: dict(zip(('cos', 'ratio', 'loss', 'best_loss'), (round(sum(r[m][j] for r in rows) / len(rows), 4) for j in range(4))))
+            for m in MODALITIES}
+Distiller._student_end, Distiller.probe = _student_end, probe
 
 # %% ../nbs/07_distill.ipynb #04287011
 def _rng_state(self:Distiller)->dict:

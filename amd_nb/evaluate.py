@@ -12,13 +12,15 @@ from tqdm.auto import tqdm
 
 from .config import Config, get_preset, resolve_device
 from .data import EncodedSplit, load_split
-from .models import normalize, contrastive_loss, logits_from, InfoNCE
-from .experts import TrajectoryStore, init_dual_encoder, sample_captions, evaluate_retrieval, image_inputs, encode_images
-from .synthetic import SyntheticSet
+from .models import normalize, contrastive_loss, InfoNCE
+from .experts import TrajectoryStore, init_dual_encoder
+from .train import Pairs, fit, evaluate_retrieval, image_inputs
+from .synthetic import SyntheticSet, pick_captions, own_captions
 
 # %% auto #0
-__all__ = ['METRICS', 'CORESETS', 'DISTILLED', 'ALL_METHODS', 'TrainingSet', 'real_set', 'synthetic_set', 'eval_config',
-           'train_model', 'summarize', 'evaluate_set', 'format_result', 'compare', 'write_tables', 'markdown_table']
+__all__ = ['METRICS', 'CORESETS', 'DISTILLED', 'ALL_METHODS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set',
+           'eval_config', 'train_model', 'summarize', 'evaluate_set', 'format_result', 'coreset_of', 'compare',
+           'write_tables', 'markdown_table']
 
 # %% ../nbs/08_evaluate.ipynb #ac144885
 METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')
@@ -26,32 +28,43 @@ METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')
 # %% ../nbs/08_evaluate.ipynb #31f4b069
 @dataclass
 class TrainingSet:
-    "A set to train evaluation models on."
+    "A set to train evaluation models on: images, text rows, and how rows pair with images."
     name: str                      # label in tables ('full', 'random', 'lors', ...)
-    images: torch.Tensor           # [n,3,H,W] normalised with `mean`/`std` (or uint8 pixels when mean is None)
-    text: torch.Tensor             # [n_text, d] frozen-encoder embeddings
-    caption_image: torch.Tensor|None = None  # image of each text row (real sets); None: row i pairs with image i
-    targets: torch.Tensor|None = None        # [n,n] soft similarity targets (learned S); None: identity
-    loss: str = 'infonce'          # student loss used with the targets
+    images: torch.Tensor           # [n_images,3,H,W] normalised with `mean`/`std` (or uint8 pixels when mean is None)
+    text: torch.Tensor             # [n_rows, d] frozen-encoder embeddings
+    row_image: torch.Tensor|None = None  # long [n_rows]: image of each text row; None: row i pairs with image i
+    targets: torch.Tensor|None = None    # [n_rows, n_rows] soft similarity targets (learned S); None: identity
+    loss: str = 'infonce'          # loss used with the targets
+    loss_kwargs: dict = field(default_factory=dict) # its settings (WBCE: `scale`)
     lrs: dict|None = None          # learned inner lrs {'image':, 'text':} (distilled sets)
     mean: tuple|None = None        # pixel statistics of `images` (None: uint8 pixels)
     std: tuple|None = None
-    def __len__(self): return len(self.images)
+    def __len__(self)->int: return len(self.text)
+    @property
+    def pairs_of(self)->torch.Tensor:
+        "The image of every row."
+        return self.row_image if self.row_image is not None else torch.arange(len(self.text))
 
-def real_set(split:EncodedSplit, indices:torch.Tensor|None=None, name:str='full')->TrainingSet:
-    "The real pairs of `split` (all, or the images at `indices` with all their captions)."
-    if indices is None: return TrainingSet(name, split.images, split.text, split.caption_image)
-    idx = torch.as_tensor(indices, dtype=torch.long)
-    keep = torch.isin(split.caption_image, idx)
-    remap = torch.full((len(split),), -1, dtype=torch.long); remap[idx] = torch.arange(len(idx))
-    return TrainingSet(name, split.images[idx], split.text[keep], remap[split.caption_image[keep]])
+def real_set(split:EncodedSplit, name:str='full')->TrainingSet:
+    "Every (image, caption) row of `split`."
+    return TrainingSet(name, split.images, split.text, split.caption_image)
+
+def coreset(split:EncodedSplit,  # the real training pairs
+            index,               # long [B]: the chosen images
+            captions,            # [B] flat caption indices, one of each chosen image
+            name:str='coreset')->TrainingSet:
+    "B real pairs: image `index[i]` with caption `captions[i]` (checked to be its own)."
+    ix = torch.as_tensor(index).long().reshape(-1)
+    cap = own_captions(split.caption_image, ix, captions)
+    return TrainingSet(name, split.images[ix], split.text[cap])
 
 def synthetic_set(syn:SyntheticSet, name:str|None=None)->TrainingSet:
-    "A distilled set with its learned targets (if any) and inner lrs."
+    "A distilled set with its learned targets (if any), its loss and inner lrs."
     learned = len(list(syn.sim.parameters())) > 0
+    loss = syn.meta.get('loss', 'wbce' if learned else 'infonce')
     with torch.no_grad():
         return TrainingSet(name or syn.meta.get('method', 'synthetic'), syn.images.detach().cpu(), syn.text.detach().cpu(), None,
-                           syn.targets().detach().cpu() if learned else None, syn.meta.get('loss', 'wbce' if learned else 'infonce'),
+                           syn.targets().detach().cpu() if learned else None, loss, dict(syn.meta.get('loss_kwargs', {})),
                            {'image': syn.lr_image.item(), 'text': syn.lr_text.item()}, tuple(syn.meta['mean']), tuple(syn.meta['std']))
 
 # %% ../nbs/08_evaluate.ipynb #bff1f6b6
@@ -73,38 +86,33 @@ def eval_config(store_cfg:Config, cfg:Config)->Config:
     return store_cfg.override({'model.image_tower': cfg.eval.image_tower})
 
 # %% ../nbs/08_evaluate.ipynb #a1aa996b
+def _inputs(ts:TrainingSet, model, device)->torch.Tensor:
+    "`ts`'s images as `model`'s trainable part consumes them (frozen-backbone features, or pixels in the tower's space)."
+    return image_inputs(model, _to_space(ts.images, ts.mean, ts.std, model.image), device)
+
+def _pairs(ts:TrainingSet, model, device, inputs=None)->Pairs:
+    "The `Pairs` a model trains on: `ts`'s image inputs, its rows and targets."
+    x = _inputs(ts, model, device) if inputs is None else inputs.to(device)
+    return Pairs(x, ts.text.to(device), ts.pairs_of, None if ts.targets is None else ts.targets.to(device))
+
 def train_model(ts:TrainingSet,              # what to train on
                 cfg:Config,                  # `eval` section used; model/data settings are the experts'
-                seed:int,                    # seed of this model (init and batches)
+                seed:int,                    # seed of this model (init, row order, dropout)
                 val:EncodedSplit|None=None,  # for `select_on_val`
-                device=None)->tuple:
+                device=None,
+                inputs:torch.Tensor|None=None, # `ts`'s image inputs when every model shares them (a frozen backbone)
+               )->tuple:
     "Train one fresh dual encoder on `ts`; return (model, info)."
     device = resolve_device(cfg.device) if device is None else torch.device(device)
-    ec, g = cfg.eval, torch.Generator().manual_seed(seed)
+    ec, lrs = cfg.eval, _lrs(ts, cfg)
     model = init_dual_encoder(cfg, ts.text.shape[1], seed).to(device)
-    lrs = _lrs(ts, cfg)
-    opt = torch.optim.SGD([{'params': [p for p in model.image.parameters() if p.requires_grad], 'lr': lrs['image']},
-                           {'params': [p for p in model.text.parameters() if p.requires_grad], 'lr': lrs['text']}],
-                          momentum=ec.momentum, weight_decay=ec.weight_decay)
-    x = _to_space(ts.images, ts.mean, ts.std, model.image)
-    x = image_inputs(model, x, device)
-    e, T = ts.text.to(device), (ts.targets.to(device) if ts.targets is not None else None)
-    loss_fn = contrastive_loss(ts.loss if T is not None else 'infonce')
-    n, epochs = len(ts), (ec.full_epochs if ts.name == 'full' else ec.epochs)
-    bs, best = min(ec.batch_size, n), (-1.0, None, 0)
-    for ep in range(1, epochs + 1):
-        model.train()
-        caps = sample_captions(ts.caption_image, n, g) if ts.caption_image is not None else torch.arange(n)
-        perm = torch.randperm(n, generator=g)
-        for b in range(0, n, bs):
-            idx = perm[b:b+bs]
-            if len(idx) < 2: continue
-            logits = logits_from(encode_images(model, x[idx]), model.encode_text(e[caps[idx]]), model.temperature)
-            loss = loss_fn(logits) if T is None else loss_fn(logits, T[idx][:, idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        if val is not None and ec.select_on_val:
-            r = evaluate_retrieval(model, val, device)['r_mean']
-            if r > best[0]: best = (r, {k: v.detach().clone() for k, v in model.state_dict().items()}, ep)
+    loss = contrastive_loss(ts.loss, **ts.loss_kwargs) if ts.targets is not None else InfoNCE()
+    epochs, best = (ec.full_epochs if ts.name == 'full' else ec.epochs), [-1.0, None, 0]
+    def keep_best(epoch, _):
+        r = evaluate_retrieval(model, val, device)['r_mean']
+        if r > best[0]: best[:] = [r, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch]
+    fit(model, _pairs(ts, model, device, inputs), lrs, epochs, ec.batch_size, torch.Generator().manual_seed(seed), loss,
+        ec.momentum, ec.weight_decay, on_epoch=keep_best if val is not None and ec.select_on_val else None)
     if best[1] is not None: model.load_state_dict(best[1])
     return model.eval(), {'epochs': epochs, 'selected_epoch': best[2] if best[1] is not None else epochs, 'lrs': lrs}
 
@@ -122,8 +130,11 @@ def evaluate_set(ts:TrainingSet,            # the set to judge
                  progress:bool=True)->dict:
     "Train `cfg.eval.n_eval` fresh models on `ts` and return per-run metrics and their mean ± std."
     runs, t0 = [], time.time()
+    device = resolve_device(cfg.device)
+    m0 = init_dual_encoder(cfg, ts.text.shape[1]).to(device)
+    inputs = _inputs(ts, m0, device) if m0.image.frozen else None    # the same for every model: compute once
     for k in tqdm(range(cfg.eval.n_eval), desc=f"eval {ts.name}", leave=False, disable=not progress):
-        model, info = train_model(ts, cfg, seed=cfg.seed * 1000 + 7 * k + 1, val=val)
+        model, info = train_model(ts, cfg, seed=cfg.seed * 1000 + 7 * k + 1, val=val, inputs=inputs)
         runs.append({**evaluate_retrieval(model, test), 'seed': cfg.seed * 1000 + 7 * k + 1, **info})
     return {'name': ts.name, 'runs': runs, **summarize(runs), 'seconds': round(time.time() - t0, 2)}
 
@@ -139,14 +150,25 @@ ALL_METHODS = ('full',) + CORESETS + DISTILLED
 def _cell_path(out:Path, method:str, budget:int|None, k:int)->Path:
     return out/'cells'/('full.json' if method == 'full' else f"{method.replace('+', '_')}_B{budget}_s{k}.json")
 
-def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore, train:EncodedSplit, out:Path, progress:bool, features):
-    "The training set of one cell and the seconds it took to make it (`features()` gives the coreset features)."
+def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kcenter'
+               train:EncodedSplit, # the real training pairs
+               budget:int,        # B
+               seed:int,          # seeds the selector and the random coreset's captions
+               embeddings=None,   # `PairEmbeddings` of `train` (needed by every selector but 'random')
+              )->tuple[TrainingSet, float]:
+    "The coreset `method` picks and the seconds it took: B images, one caption each (random for 'random', else the nearest)."
     from amd_nb.spm import select
+    feats = embeddings.features if embeddings is not None else torch.zeros(len(train), 1)
+    sel = select(method, feats, budget, seed=seed)
+    cap = (pick_captions(train.caption_image, sel.indices, 'random', torch.Generator().manual_seed(seed)) if method == 'random'
+           else embeddings.nearest_captions(sel.indices))
+    return coreset(train, sel.indices, cap, method), sel.seconds
+
+def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore, train:EncodedSplit, out:Path, progress:bool, embeddings):
+    "The training set of one cell and the seconds it took to make it (`embeddings()` gives the expert's embeddings of `train`)."
     from amd_nb.distill import distill
     seed, t0 = cfg.seed + k, time.time()
-    if method in CORESETS:
-        sel = select(method, features(), budget, seed=seed)
-        return real_set(train, sel.indices, method), sel.seconds
+    if method in CORESETS: return coreset_of(method, train, budget, seed, None if method == 'random' else embeddings())
     c = cfg.override({'distill.method': method, 'distill.budget': budget, 'seed': seed})
     syn = distill(c, store, out/'distill'/f"{method.replace('+', '_')}_B{budget}_s{k}", train, progress=progress)
     return synthetic_set(syn, method), time.time() - t0
@@ -165,16 +187,16 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown: raise ValueError(f"unknown methods {unknown}; known: {list(ALL_METHODS)}")
     scfg = store.config
-    train, test = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', 'test'))
+    train, judge = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', cfg.eval.split))
     val = load_split(scfg.data, 'val', progress=False, seed=scfg.seed) if cfg.eval.select_on_val else None
     ecfg = _eval_cfg(cfg, store)
     jobs = [('full', None, 0)] if 'full' in methods else []
     jobs += [(m, b, k) for b in budgets for m in methods if m != 'full' for k in range(n_syn_sets)]
     settings, cache = _settings(cfg), {}
-    def features():                          # the first expert's joint features, computed once per comparison
-        from amd_nb.spm import expert_features
-        if 'f' not in cache: cache['f'] = expert_features(store, train)
-        return cache['f']
+    def embeddings():                        # the first expert's embeddings, computed once per comparison
+        from amd_nb.spm import expert_embeddings
+        if 'e' not in cache: cache['e'] = expert_embeddings(store, train)
+        return cache['e']
     for m, b, k in tqdm(jobs, desc='comparison', disable=not progress):
         p = _cell_path(out, m, b, k)
         if p.exists():
@@ -184,8 +206,8 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
                 raise ValueError(f"{p} was made with other settings ({', '.join(bad)}); use another output folder")
             continue
         if m == 'full': ts, build = real_set(train), 0.0
-        else: ts, build = _build_set(m, b, k, cfg, store, train, out, progress, features)
-        res = evaluate_set(ts, ecfg, test, val, progress)
+        else: ts, build = _build_set(m, b, k, cfg, store, train, out, progress, embeddings)
+        res = evaluate_set(ts, ecfg, judge, val, progress)
         _write_json(p, dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=settings, **res))
     return write_tables(out, cfg, store, methods, budgets, n_syn_sets)
 
@@ -220,10 +242,10 @@ def write_tables(out:Path, cfg:Config, store:TrajectoryStore, methods, budgets, 
     ec, dc = cfg.eval, cfg.distill
     protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
                 f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({ec.full_epochs} on the full split), batch ≤ {ec.batch_size}; "
-                f"distilled sets train with their learned lrs{' and similarity targets' if True else ''}; "
-                f"{'model selection on val' if ec.select_on_val else 'no model selection'}; evaluated once on the test split. "
+                f"distilled sets train with their learned lrs (and similarity targets and loss, where learned); "
+                f"{'model selection on val' if ec.select_on_val else 'no model selection'}; evaluated once on the {ec.split} split. "
                 f"Each coreset/distilled row: {n_syn_sets} sets (seeds {cfg.seed}..{cfg.seed + n_syn_sets - 1}) × {ec.n_eval} models. "
-                f"Every method gets exactly B pairs. Distillation: {dc.iterations} iterations, N={dc.syn_steps}, M={dc.expert_epochs}, "
+                f"Budget: every row gets exactly B pairs (B images, B texts, one caption per coreset image; no B−1). Distillation: {dc.iterations} iterations, N={dc.syn_steps}, M={dc.expert_epochs}, "
                 f"engine {dc.engine}, experts {store.path} ({len(store)} × {store.epochs} epochs, {store.config.model.image_tower}).")
     result = dict(protocol=protocol, config=cfg.to_dict(), store=str(store.path), budgets=list(budgets), rows=rows)
     _write_json(out/'comparison.json', result)

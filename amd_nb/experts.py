@@ -5,26 +5,23 @@
 # %% ../nbs/03_experts.ipynb #b60309e1
 from __future__ import annotations
 import json, os, time, hashlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 import torch
-import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
-from .models import DualEncoder, ParamLayout, build_dual_encoder, normalize, InfoNCE, recall_at_k, logits_from
+from .models import DualEncoder, ParamLayout, MODALITIES, build_dual_encoder
+from .dist import dist_info, is_main_process, rank_device, distributed, broadcast, main_first, barrier, split_experts, _dist_on
+from .train import Pairs, fit, image_inputs, evaluate_retrieval
 
 # %% auto #0
-__all__ = ['DTYPES', 'MODALITIES', 'atomic_write', 'atomic_write_json', 'StoreError', 'ExpertTrajectory', 'expert_file',
-           'TrajectoryStore', 'DistInfo', 'dist_info', 'is_main_process', 'rank_device', 'distributed', 'broadcast',
-           'main_first', 'barrier', 'split_experts', 'init_dual_encoder', 'expert_seed', 'caption_offsets',
-           'sample_captions', 'image_inputs', 'encode_images', 'evaluate_retrieval', 'shard_sizes', 'gather_rows',
-           'all_reduce_grads', 'batch_loss', 'train_expert', 'train_experts', 'expert_model']
+__all__ = ['DTYPES', 'atomic_write', 'atomic_write_json', 'StoreError', 'ExpertTrajectory', 'expert_file', 'TrajectoryStore',
+           'init_dual_encoder', 'expert_seed', 'caption_offsets', 'sample_captions', 'train_expert', 'train_experts',
+           'expert_model']
 
 # %% ../nbs/03_experts.ipynb #68d45f7b
 def atomic_write(path:Path, write_fn):
@@ -44,7 +41,6 @@ def atomic_write_json(path:Path, obj):
 
 # %% ../nbs/03_experts.ipynb #64967608
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-MODALITIES = ('image', 'text')
 
 class StoreError(RuntimeError):
     "A trajectory store is missing, incomplete, or does not match the requested run."
@@ -173,82 +169,6 @@ def _toy_layout(n:int)->ParamLayout:
     "A one-parameter layout of `n` numbers (for tests and examples)."
     return ParamLayout.of(torch.nn.Linear(n, 1, bias=False))
 
-# %% ../nbs/03_experts.ipynb #1c3fdd3c
-class DistInfo(NamedTuple):
-    "Where this process stands among the processes of one job."
-    rank: int        # global rank, 0..world_size-1
-    world_size: int  # number of processes in the job (1 without torchrun)
-    local_rank: int  # rank on this machine (which GPU to use)
-
-def _env_int(k:str, default:int)->int: return int(os.environ.get(k, default))
-def _dist_on()->bool: return dist.is_available() and dist.is_initialized()
-
-def dist_info()->DistInfo:
-    "This process's `DistInfo`: from the process group if one is up, else from torchrun's environment, else (0, 1, 0)."
-    if _dist_on(): return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int('LOCAL_RANK', 0))
-    return DistInfo(_env_int('RANK', 0), _env_int('WORLD_SIZE', 1), _env_int('LOCAL_RANK', 0))
-
-def is_main_process()->bool:
-    "True on rank 0 (and in a plain single process): the one that prints summaries."
-    return dist_info().rank == 0
-
-# %% ../nbs/03_experts.ipynb #b46ff217
-def rank_device(device:str|torch.device='auto')->torch.device:
-    "The device this rank trains on: `resolve_device(device)`, with any CUDA device turned into `cuda:LOCAL_RANK` under torchrun."
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    info = dist_info()
-    if dev.type != 'cuda' or info.world_size == 1: return dev
-    if info.local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"rank {info.rank} has LOCAL_RANK {info.local_rank} but this machine has {torch.cuda.device_count()} CUDA devices; start at most that many processes per node")
-    return torch.device('cuda', info.local_rank)
-
-# %% ../nbs/03_experts.ipynb #d4318b45
-@contextmanager
-def distributed(device:str|torch.device='auto'): # the run's device ('auto', 'cpu', 'cuda', ...)
-    "Join the torchrun process group (initialise it if needed, destroy it after if we did); yield this rank's device."
-    dev = rank_device(device)
-    ours = dist.is_available() and dist_info().world_size > 1 and not dist.is_initialized()
-    if ours:
-        if dev.type == 'cuda': torch.cuda.set_device(dev)
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
-    ok = False
-    try: yield dev; ok = True
-    finally:
-        if ours:
-            if ok: dist.barrier()   # no rank tears down its connections while another still talks
-            dist.destroy_process_group()
-
-# %% ../nbs/03_experts.ipynb #3f3d3a60
-def _rebuild(cls:type, msg:str)->Exception:
-    try: return cls(msg)
-    except Exception: return RuntimeError(f"rank 0 failed with {cls.__name__}: {msg}")
-
-def broadcast(obj):
-    "Rank 0's `obj` on every rank (a picklable value)."
-    if not _dist_on(): return obj
-    box = [obj]; dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-def main_first(fn, others=None):
-    "`fn()` on rank 0, then — once it succeeded — `(others or fn)()` on the other ranks; an error on rank 0 is raised on every rank."
-    if not _dist_on(): return fn()
-    res, err = None, None
-    if dist.get_rank() == 0:
-        try: res = fn()
-        except Exception as e: err = e
-    failed = broadcast(None if err is None else (type(err), str(err)))
-    if err is not None: raise err
-    if failed is not None: raise _rebuild(*failed)
-    return res if dist.get_rank() == 0 else (others or fn)()
-
-def barrier():
-    "Wait for every rank (no-op without a process group)."
-    if _dist_on(): dist.barrier()
-
-def split_experts(todo:list[int], rank:int, world_size:int)->list[int]:
-    "Rank `rank`'s share of the expert indices `todo`: round robin, so shares differ by at most one."
-    return list(todo)[rank::world_size]
-
 # %% ../nbs/03_experts.ipynb #2df90262
 def _reset(module:torch.nn.Module):
     for m in module.modules():
@@ -280,109 +200,34 @@ def sample_captions(caption_image:torch.Tensor, n_images:int, g:torch.Generator)
     start, counts = caption_offsets(caption_image, n_images)
     return start + (torch.rand(n_images, generator=g) * counts).long()
 
-# %% ../nbs/03_experts.ipynb #78d33d56
-@torch.no_grad()
-def image_inputs(model:DualEncoder, images:torch.Tensor, device, batch_size:int=256)->torch.Tensor:
-    "What the trainable part of the image tower consumes: backbone features if frozen, else normalised pixels (uint8 `images` are normalised, float ones taken as normalised)."
-    tower = model.image
-    prep = (lambda x: normalize(x, tower.mean, tower.std)) if images.dtype == torch.uint8 else (lambda x: x.float())
-    if not tower.frozen: return prep(images).to(device)
-    tower.eval()
-    return torch.cat([tower.features(prep(images[i:i+batch_size]).to(device)) for i in range(0, len(images), batch_size)])
-
-def encode_images(model:DualEncoder, inputs:torch.Tensor)->torch.Tensor:
-    "Image embeddings from `image_inputs` output."
-    return model.image.head(inputs) if model.image.frozen else model.image(inputs)
-
-# %% ../nbs/03_experts.ipynb #ddf04aa2
-@torch.no_grad()
-def evaluate_retrieval(model:DualEncoder, split:EncodedSplit, device=None, batch_size:int=256)->dict:
-    "TR@K / IR@K (percent) and r_mean of `model` on an encoded split."
-    device = device or next(model.parameters()).device
-    was = model.training; model.eval()
-    x = image_inputs(model, split.images, device, batch_size)
-    img = torch.cat([encode_images(model, x[i:i+batch_size]) for i in range(0, len(x), batch_size)])
-    txt = model.encode_text(split.text.to(device))
-    model.train(was)
-    return recall_at_k(img.cpu(), txt.cpu(), split.caption_image)
-
-# %% ../nbs/03_experts.ipynb #61653eeb
-def shard_sizes(n:int, world_size:int)->list[int]:
-    "Rows of each rank's contiguous slice of `n` rows (as `torch.tensor_split`: the first ranks take one more)."
-    return [n // world_size + (r < n % world_size) for r in range(world_size)]
-
-def gather_rows(local:torch.Tensor, sizes:list[int])->torch.Tensor:
-    "All ranks' `local` rows in rank order (rank r holds `sizes[r]`); gradients flow into this rank's own rows only."
-    buf = local.new_zeros(max(sizes), *local.shape[1:]); buf[:len(local)] = local.detach()
-    parts = [torch.empty_like(buf) for _ in sizes]
-    dist.all_gather(parts, buf)
-    parts = [p[:n] for p, n in zip(parts, sizes)]; parts[dist.get_rank()] = local
-    return torch.cat(parts)
-
-def all_reduce_grads(params:list[torch.Tensor]):
-    "Sum the gradients of `params` over all ranks in one flat all-reduce (a missing gradient counts as zero)."
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    for p, g in zip(params, flat.split([g.numel() for g in grads])): p.grad = g.view_as(p)
-
-# %% ../nbs/03_experts.ipynb #3848cfd3
-_INFONCE = InfoNCE()   # stateless: one instance serves every batch
-
-def batch_loss(model:DualEncoder,
-               x_all:torch.Tensor,        # `image_inputs` of all training images
-               e_all:torch.Tensor,        # frozen embeddings of all captions
-               idx:torch.Tensor,          # the batch: image indices
-               caps:torch.Tensor,         # caption index of every image this epoch
-               sharded:bool=False,        # this rank embeds only its slice; the loss is over all ranks' rows
-              )->torch.Tensor:
-    "Bidirectional InfoNCE of the pairs (image `idx`, caption `caps[idx]`), the same number whether `sharded` or not."
-    sizes = shard_sizes(len(idx), dist.get_world_size()) if sharded else [len(idx)]
-    r = dist.get_rank() if sharded else 0
-    rows = idx[sum(sizes[:r]):sum(sizes[:r+1])]
-    if len(rows): img, txt = encode_images(model, x_all[rows]), model.encode_text(e_all[caps[rows]])
-    else: img, txt = x_all.new_zeros(0, model.image.embed_dim), x_all.new_zeros(0, model.text.embed_dim)  # batch smaller than world
-    if sharded: img, txt = gather_rows(img, sizes), gather_rows(txt, sizes)
-    return _INFONCE(logits_from(img, txt, model.temperature))
-
 # %% ../nbs/03_experts.ipynb #71355a88
+def _expert_bar(index:int, cfg:Config, show:bool):
+    return tqdm(total=cfg.expert.epochs, desc=f"expert {index}", leave=False, disable=not show)
+
 def train_expert(index:int, cfg:Config, train:EncodedSplit, val:EncodedSplit|None=None,
-                 device=None, progress:bool=True)->tuple[torch.Tensor|None, torch.Tensor|None, dict]:
+                 device=None, progress:bool=True,
+                 inputs:torch.Tensor|None=None, # `image_inputs` of `train` when they are the same for every expert (a frozen backbone)
+                )->tuple[torch.Tensor|None, torch.Tensor|None, dict]:
     "Train expert `index`; return its image and text trajectories [T+1, n] and per-epoch metrics (`expert.data_parallel` in a process group: all ranks train it, rank 0 records, the others get `None` trajectories)."
     device = rank_device(cfg.device) if device is None else torch.device(device)
     sharded = cfg.expert.data_parallel and _dist_on()
-    record = not sharded or is_main_process()
-    seed = expert_seed(cfg.seed, index)
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)   # global RNG: dropout
+    record, ec, seed = not sharded or is_main_process(), cfg.expert, expert_seed(cfg.seed, index)
     model = init_dual_encoder(cfg, train.text.shape[1], seed).to(device)
     lay = {m: ParamLayout.of(getattr(model, m)) for m in MODALITIES}
-    params = {m: [p for p in getattr(model, m).parameters() if p.requires_grad] for m in MODALITIES}
-    opt = torch.optim.SGD([{'params': params['image'], 'lr': cfg.expert.lr_image}, {'params': params['text'], 'lr': cfg.expert.lr_text}],
-                          momentum=cfg.expert.momentum)
-    x_all, e_all = image_inputs(model, train.images, device), train.text.to(device)
     traj = {m: [lay[m].flatten(getattr(model, m))] for m in MODALITIES}
-    metrics = dict(seed=seed, train_loss=[], val=[])
-    t0, n, bs = time.time(), len(train), cfg.expert.batch_size
-    bar = tqdm(range(1, cfg.expert.epochs+1), desc=f"expert {index}", leave=False, disable=not (progress and record))
-    for epoch in bar:
-        model.train(); caps, perm, tot = sample_captions(train.caption_image, n, g), torch.randperm(n, generator=g), 0.
-        for b in range(0, n - 1, bs):
-            idx = perm[b:b+bs]
-            if len(idx) < 2: continue
-            loss = batch_loss(model, x_all, e_all, idx, caps, sharded)
-            opt.zero_grad(set_to_none=True)
-            if loss.requires_grad: loss.backward()
-            if sharded: all_reduce_grads(params['image'] + params['text'])
-            opt.step(); tot += loss.item() * len(idx)
-        metrics['train_loss'].append(round(tot / n, 5))
+    metrics, bar, t0 = dict(seed=seed, train_loss=[], val=[]), _expert_bar(index, cfg, progress and record), time.time()
+    def on_epoch(epoch:int, loss:float):
+        metrics['train_loss'].append(round(loss, 5)); post = dict(loss=metrics['train_loss'][-1])
         if record:
             for m in MODALITIES: traj[m].append(lay[m].flatten(getattr(model, m)))
-        if record and val is not None and cfg.expert.eval_every and (epoch % cfg.expert.eval_every == 0 or epoch == cfg.expert.epochs):
+        if record and val is not None and ec.eval_every and (epoch % ec.eval_every == 0 or epoch == ec.epochs):
             r = evaluate_retrieval(model, val, device)
-            metrics['val'].append({'epoch': epoch, **{k: round(v, 3) for k, v in r.items()}})
-            bar.set_postfix(loss=metrics['train_loss'][-1], val_r_mean=round(r['r_mean'], 2))
-        else: bar.set_postfix(loss=metrics['train_loss'][-1])
-    metrics['seconds'] = round(time.time() - t0, 3)
+            metrics['val'].append({'epoch': epoch, **{k: round(v, 3) for k, v in r.items()}}); post['val_r_mean'] = round(r['r_mean'], 2)
+        bar.update(1); bar.set_postfix(post)
+    pairs = Pairs(image_inputs(model, train.images, device) if inputs is None else inputs.to(device), train.text.to(device), train.caption_image)
+    fit(model, pairs, {'image': ec.lr_image, 'text': ec.lr_text}, ec.epochs, ec.batch_size, torch.Generator().manual_seed(seed),
+        momentum=ec.momentum, sharded=sharded, on_epoch=on_epoch)
+    bar.close(); metrics['seconds'] = round(time.time() - t0, 3)
     if not record: return None, None, metrics
     return torch.stack(traj['image']), torch.stack(traj['text']), metrics
 
@@ -392,13 +237,19 @@ def _store_for(cfg:Config, out, train:EncodedSplit)->TrajectoryStore:
     m = init_dual_encoder(cfg, train.text.shape[1])
     return TrajectoryStore.create(out, cfg, train.fingerprint(), {k: ParamLayout.of(getattr(m, k)) for k in MODALITIES}, train.text.shape[1])
 
+def _shared_inputs(cfg:Config, train:EncodedSplit, device)->torch.Tensor|None:
+    "The frozen backbone's features of `train`, computed once for all experts (None when the backbone trains)."
+    m = init_dual_encoder(cfg, train.text.shape[1]).to(device)
+    return image_inputs(m, train.images, device) if m.image.frozen else None
+
 def _train_share(cfg:Config, store:TrajectoryStore, todo:list[int], train, val, device, progress:bool):
     "Train this rank's experts of `todo` into `store` (file only when other ranks write too)."
     rank, world, _ = dist_info()
     mine = todo if cfg.expert.data_parallel or not _dist_on() else split_experts(todo, rank, world)
     desc = 'experts' if mine == todo else f"experts (rank 0 of {world})"
+    inputs = _shared_inputs(cfg, train, device) if mine else None
     for i in tqdm(mine, desc=desc, disable=not progress or not mine or rank > 0):
-        image, text, metrics = train_expert(i, cfg, train, val, device, progress and rank == 0)
+        image, text, metrics = train_expert(i, cfg, train, val, device, progress and rank == 0, inputs)
         if image is not None: store.write(i, image, text, metrics, manifest=not _dist_on())
 
 def train_experts(cfg:Config,                 # run config (data, model, expert sections are used)

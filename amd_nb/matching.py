@@ -8,15 +8,12 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 import torch
 from torch import nn
-from .models import DualEncoder, ParamLayout, InfoNCE, logits_from, contrastive_loss
+from .models import DualEncoder, ParamLayout, MODALITIES, logits_from, contrastive_loss
 
 # %% auto #0
-__all__ = ['MODALITIES', 'ENGINES', 'StartEpochs', 'register_sampler', 'start_epoch_sampler', 'SyncSampler', 'AsyncSampler',
-           'Student', 'Segment', 'matching_loss', 'SynLeaves', 'minibatches', 'MatchOutput', 'unroll', 'tesla',
+__all__ = ['ENGINES', 'StartEpochs', 'register_sampler', 'start_epoch_sampler', 'SyncSampler', 'AsyncSampler', 'Student',
+           'Segment', 'matching_loss', 'alignment', 'SynLeaves', 'minibatches', 'MatchOutput', 'unroll', 'tesla',
            'meta_engine', 'toy_problem', 'meta_grads', 'cosine', 'compare_engines']
-
-# %% ../nbs/06_matching.ipynb #c5bdcc8f
-MODALITIES = ('image', 'text')
 
 # %% ../nbs/06_matching.ipynb #075785ea
 class StartEpochs(NamedTuple):
@@ -110,10 +107,7 @@ class Student:
 
     def loss(self, theta:dict, x:torch.Tensor, e:torch.Tensor, targets:torch.Tensor|None=None)->torch.Tensor:
         "The contrastive loss at `theta` (identity targets when `targets` is None)."
-        logits = self.logits(theta, x, e)
-        if isinstance(self.loss_fn, InfoNCE): return self.loss_fn(logits)
-        if targets is None: targets = torch.eye(len(logits), device=logits.device, dtype=logits.dtype)
-        return self.loss_fn(logits, targets)
+        return self.loss_fn(self.logits(theta, x, e), targets)
 
     def grads(self, theta:dict, x, e, targets=None, create_graph:bool=False)->dict:
         "∇_θ of the loss per modality (θ treated as a fresh leaf)."
@@ -137,6 +131,12 @@ def matching_loss(final:dict, seg:Segment, merge:bool=False)->tuple[torch.Tensor
     parts = {m: d[m] / n[m] for m in MODALITIES}
     total = (d['image'] + d['text']) / (n['image'] + n['text']) if merge else parts['image'] + parts['text']
     return total, parts
+
+@torch.no_grad()
+def alignment(final:dict, seg:Segment)->dict:
+    "Per modality: the cosine between the student's displacement θ̂_N − θ^(t) and the expert's θ^(t+M) − θ^(t)."
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+    return {m: cos(final[m].detach() - seg.start[m], seg.target[m] - seg.start[m]) for m in MODALITIES}
 
 # %% ../nbs/06_matching.ipynb #d0ad78fb
 @dataclass
@@ -169,8 +169,9 @@ class MatchOutput(NamedTuple):
     "Result of one meta-gradient computation (gradients are left in the leaves' `.grad`)."
     loss: torch.Tensor   # total matching loss (detached)
     parts: dict          # modality -> normalised distance (floats)
+    cos: dict            # modality -> cosine of the student's and the expert's displacements (`alignment`)
 
-def _out(total, parts): return MatchOutput(total.detach(), {m: float(v.detach()) for m, v in parts.items()})
+def _out(total, parts, final, seg): return MatchOutput(total.detach(), {m: float(v.detach()) for m, v in parts.items()}, alignment(final, seg))
 
 def unroll(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bool=False)->MatchOutput:
     "Exact meta-gradient: back-propagate through all inner steps (memory grows with len(batches))."
@@ -182,7 +183,7 @@ def unroll(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:b
         theta = {m: theta[m] - leaves.lrs[m] * g for m, g in zip(MODALITIES, gs)}
     total, parts = matching_loss(theta, seg, merge)
     total.backward(inputs=[*leaves.data_leaves, *leaves.lrs.values()])
-    return _out(total, parts)
+    return _out(total, parts, theta, seg)
 
 # %% ../nbs/06_matching.ipynb #6223973f
 def _rng_devices(x:torch.Tensor)->list: return [x.device] if x.is_cuda else []
@@ -208,7 +209,7 @@ def tesla(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bo
         surrogate = sum(-(eta[m] * (gs[m] * v[m]).sum()) for m in MODALITIES)
         surrogate.backward(inputs=leaves.data_leaves)
         theta = {m: theta[m] - eta[m] * gs[m].detach() for m in MODALITIES}
-    return _out(total, parts)
+    return _out(total, parts, final, seg)
 
 # %% ../nbs/06_matching.ipynb #4ea7431c
 ENGINES = {'unroll': unroll, 'tesla': tesla}

@@ -12,7 +12,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .models import ParamLayout
-from .experts import TrajectoryStore, ExpertTrajectory, StoreError, MODALITIES, atomic_write_json
+from .models import MODALITIES
+from .experts import TrajectoryStore, ExpertTrajectory, StoreError, atomic_write_json
 
 # %% auto #0
 __all__ = ['KERNELS', 'SAMPLES', 'FORMAT', 'mmd_linear', 'median_bandwidth', 'mmd_rbf', 'param_rows', 'update_magnitude',

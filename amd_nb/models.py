@@ -11,13 +11,14 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .config import ModelConfig
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
+__all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
            'EFFNET_LITE_STD', 'normalize', 'denormalize', 'ImageTower', 'register_image_tower', 'image_tower',
            'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights', 'TextTower', 'logits_from', 'DualEncoder',
            'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad', 'InfoNCE', 'SoftInfoNCE',
            'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim', 'similarity', 'recall_at_k']
 
 # %% ../nbs/02_models.ipynb #2e69fd89
+MODALITIES = ('image', 'text')   # the two towers, in the order every per-modality dict and file uses
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 HALF_MEAN, HALF_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)    # maps [0, 1] to [-1, 1]
@@ -324,32 +325,35 @@ def flat_grad(module:nn.Module, layout:ParamLayout|None=None)->torch.Tensor:
 
 # %% ../nbs/02_models.ipynb #02c6edff
 class InfoNCE(nn.Module):
-    "Bidirectional InfoNCE: mean of image->text and text->image cross-entropy with identity targets."
-    def forward(self, logits:torch.Tensor)->torch.Tensor:
-        y = torch.arange(len(logits), device=logits.device)
-        return (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)) / 2
-
-class SoftInfoNCE(nn.Module):
-    "InfoNCE with soft targets: rows of relu(S) (image->text) and columns (text->image) normalised to sum 1."
-    def forward(self, logits:torch.Tensor, targets:torch.Tensor)->torch.Tensor:
+    "Bidirectional InfoNCE: mean of image->text and text->image cross-entropy; targets `S` (default I) make it multi-positive."
+    def forward(self, logits:torch.Tensor, targets:torch.Tensor|None=None)->torch.Tensor:
+        if targets is None:
+            y = torch.arange(len(logits), device=logits.device)
+            return (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)) / 2
         p = targets.relu()
         i2t = -(p / p.sum(1, keepdim=True).clamp_min(1e-12) * logits.log_softmax(1)).sum(1).mean()
         t2i = -(p / p.sum(0, keepdim=True).clamp_min(1e-12) * logits.log_softmax(0)).sum(0).mean()
         return (i2t + t2i) / 2
 
+class SoftInfoNCE(InfoNCE):
+    "InfoNCE with soft targets: rows of relu(S) (image->text) and columns (text->image) normalised to sum 1."
+
 class WeightedBCE(nn.Module):
-    "BCE-with-logits vs targets S, averaged over S>0.5 and over the rest separately, then the two means averaged."
-    def forward(self, logits:torch.Tensor, targets:torch.Tensor)->torch.Tensor:
-        bce, pos = F.binary_cross_entropy_with_logits(logits, targets, reduction='none'), targets > 0.5
+    "BCE-with-logits of `scale`·logits vs targets S, averaged over S>0.5 and over the rest separately, then the two means averaged."
+    def __init__(self, scale:float=1.0): # multiplies the logits (1: LoRS's 14.3·cos at τ=0.07; smaller is softer)
+        super().__init__(); self.scale = scale
+    def forward(self, logits:torch.Tensor, targets:torch.Tensor|None=None)->torch.Tensor:
+        if targets is None: targets = torch.eye(len(logits), device=logits.device, dtype=logits.dtype)
+        bce, pos = F.binary_cross_entropy_with_logits(logits * self.scale, targets, reduction='none'), targets > 0.5
         return torch.stack([bce[g].mean() for g in (pos, ~pos) if g.any()]).mean()
 
 # %% ../nbs/02_models.ipynb #2018d2e6
 _LOSSES = {'infonce': InfoNCE, 'soft_infonce': SoftInfoNCE, 'wbce': WeightedBCE}
 
-def contrastive_loss(name:str)->nn.Module:
-    "The contrastive loss registered as `name` ('infonce', 'soft_infonce', 'wbce')."
+def contrastive_loss(name:str, **kwargs)->nn.Module:
+    "The contrastive loss registered as `name` ('infonce', 'soft_infonce', 'wbce'), built with `kwargs` (WBCE: `scale`)."
     if name not in _LOSSES: raise ValueError(f"unknown contrastive loss {name!r}; choose from {sorted(_LOSSES)}")
-    return _LOSSES[name]()
+    return _LOSSES[name](**kwargs)
 
 # %% ../nbs/02_models.ipynb #cc631a58
 def _diag_block(a:torch.Tensor, idx:torch.Tensor)->torch.Tensor:

@@ -20,8 +20,8 @@ from .evaluate import METRICS, compare, markdown_table
 from . import viz
 
 # %% auto #0
-__all__ = ['STAGES', 'Stages', 'DemoRun', 'metrics_summary', 'metrics_table_html', 'report_html', 'report_sections',
-           'write_report', 'run_demo']
+__all__ = ['STAGES', 'Stages', 'DemoRun', 'metrics_summary', 'alignment_table_html', 'metrics_table_html', 'report_html',
+           'report_sections', 'write_report', 'run_demo']
 
 # %% ../nbs/09b_report.ipynb #7e9bba4b
 STAGES = ('experts', 'windows', 'prototypes', 'distill', 'evaluate', 'report')
@@ -124,6 +124,26 @@ def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
                 windows={'R_V': windows.R_V, 'R_L': windows.R_L}, timings=dict(timings),
                 protocol=comparison['protocol'], config=run.cfg.to_dict())
 
+# %% ../nbs/09b_report.ipynb #e4add816
+def _alignment(run:DemoRun, train:EncodedSplit)->dict:
+    "`Distiller.probe` of every method's initial and distilled set: how close its student's N steps land to the expert's M epochs."
+    from amd_nb.distill import Distiller
+    out = {}
+    for m in run.methods:
+        c = run.method_cfg(m)
+        out[m] = {'initial': Distiller(c, _store(run), train, progress=False).probe(),
+                  'distilled': Distiller(c, _store(run), train, run.run_dir(m), progress=False).probe()}
+    return out
+
+def alignment_table_html(alignment:dict)->str:
+    "The probes of `_alignment` as an HTML table: per method and set, the cosine and the matching loss per modality."
+    head = ('<tr><th>method</th><th>set</th><th>image cos</th><th>image loss</th><th>text cos</th><th>text loss</th>'
+            '<th>best loss (image / text)</th></tr>')
+    rows = [f"<tr><td>{html.escape(m)}</td><td>{s}</td>" + ''.join(f"<td>{p[k]['cos']:.2f}</td><td>{p[k]['loss']:.2f}</td>" for k in ('image', 'text'))
+            + f"<td>{p['image']['best_loss']:.2f} / {p['text']['best_loss']:.2f}</td></tr>"
+            for m, sets in alignment.items() for s, p in sets.items()]
+    return f"<table>{head}{''.join(rows)}</table>"
+
 # %% ../nbs/09b_report.ipynb #179e7503
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
@@ -161,7 +181,7 @@ def _captions(split:EncodedSplit)->list[str]: return [c[0] for c in split.pairs.
 
 def _initial(syn:SyntheticSet, train:EncodedSplit)->SyntheticSet:
     "The set as it was initialised (its real source pairs), for a before/after view."
-    return SyntheticSet.from_real(train, syn.source, syn.meta['mean'], syn.meta['std'], 0., 0.)
+    return syn.initial(train)
 
 def _intro(run:DemoRun, metrics:dict)->str:
     s = run.cfg; t = metrics['timings']
@@ -181,6 +201,11 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
     first = run.methods[0]; T, M = _store(run).epochs, run.cfg.distill.expert_epochs
     secs = [('Retrieval after retraining', metrics['protocol'], metrics_table_html(metrics)),
             ('Recall by method', 'Mean ± std over the retrained models.', viz.comparison_figure(run.comparison/'comparison.json', metrics=('IR@10', 'TR@10', 'r_mean')))]
+    if 'alignment' in metrics:
+        secs.append(('How close the student gets', "Per method, the student's N inner steps on the set it started from and on the distilled "
+                     "set, from expert segments drawn as the run draws them: the cosine of its displacement with the expert's M epochs, "
+                     "and the matching loss (1 per modality = not moving; best loss = with the best scalar inner lr).",
+                     alignment_table_html(metrics['alignment'])))
     secs.append(('MMD curves and windows', "Per-modality update magnitude of the experts' parameters per epoch and their ratio; "
                  "the shaded bands are the start-epoch windows AMD samples from.", viz.mmd_figure(curves)))
     for m in run.methods:
@@ -218,6 +243,7 @@ def run_demo(run:DemoRun)->dict:
     comparison = json.loads((run.comparison/'comparison.json').read_text())
     test_images = len(load_split(_store(run).config.data, 'test', progress=False, seed=c.seed))
     m = metrics_summary(run, comparison, _windows(run), {k: v for k, v in st.timings.items() if k != 'report'}) | {'test_images': test_images}
+    m['alignment'] = _alignment(run, train)
     st('report', lambda: False, lambda: write_report(run, m, train))
     m['timings'] = dict(st.timings)
     atomic_write_json(run.out/'metrics.json', m)

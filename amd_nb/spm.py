@@ -10,11 +10,13 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .data import EncodedSplit
 from .models import DualEncoder, normalize, CLIP_MEAN, CLIP_STD
-from .experts import TrajectoryStore, StoreError, expert_model, image_inputs, encode_images
+from .experts import TrajectoryStore, StoreError, expert_model, caption_offsets
+from .train import image_inputs, encode_images
 
 # %% auto #0
-__all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'SELECTORS', 'joint_features', 'pair_features', 'expert_features', 'clip_features',
-           'Selection', 'random_coreset', 'prototypes', 'spm', 'toy_blobs', 'herding', 'k_center', 'select', 'umap_2d']
+__all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'SELECTORS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
+           'expert_embeddings', 'expert_features', 'clip_features', 'Selection', 'random_coreset', 'prototypes', 'spm',
+           'toy_blobs', 'herding', 'k_center', 'select', 'umap_2d']
 
 # %% ../nbs/05_spm.ipynb #25a165d7
 def joint_features(
@@ -34,34 +36,61 @@ def _caption_mean(t:torch.Tensor, caption_image:torch.Tensor, n:int)->torch.Tens
     return s / torch.bincount(ci, minlength=n).clamp(min=1)[:, None]
 
 # %% ../nbs/05_spm.ipynb #e5fbae47
+@dataclass
+class PairEmbeddings:
+    "A dual encoder's embeddings of a split: one per image, one per caption."
+    image: torch.Tensor          # float [N_images, D]
+    text: torch.Tensor           # float [N_captions, D]
+    caption_image: torch.Tensor  # long [N_captions]: the image of each caption (image-major)
+
+    @property
+    def features(self)->torch.Tensor:
+        "Joint feature of every image and its captions (`joint_features` of the image and the mean caption)."
+        return joint_features(self.image, _caption_mean(self.text, self.caption_image, len(self.image)))
+
+    def nearest_captions(self, index:torch.Tensor)->torch.LongTensor:
+        "For each image in `index`, the flat index of its own caption nearest the pair's joint feature."
+        f, d = self.features, self.image.shape[1]
+        score = (F.normalize(self.text.float(), dim=-1) * (f[:, :d] + f[:, d:])[self.caption_image]).sum(1)
+        start, count = caption_offsets(self.caption_image, len(self.image))
+        return torch.stack([start[i] + score[start[i]:start[i] + count[i]].argmax() for i in torch.as_tensor(index).long().tolist()])
+
 @torch.no_grad()
-def pair_features(
+def pair_embeddings(
     model:DualEncoder,    # e.g. a trained expert (`expert_model`)
     split:EncodedSplit,   # the real pairs (uint8 images, frozen caption embeddings)
     device=None,          # where the model runs (None: where its parameters are)
     batch_size:int=256,   # images / captions per forward pass
-)->torch.Tensor:          # float32 [N_images, 2*embed_dim] on the CPU
-    "Joint feature of every image of `split` and its captions under `model`."
+)->PairEmbeddings:        # on the CPU
+    "Every image and every caption of `split` embedded by `model`."
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training; model.to(device).eval()
     n, bs = len(split), batch_size
     v = torch.cat([encode_images(model, image_inputs(model, split.images[i:i+bs], device, bs)) for i in range(0, n, bs)])
     t = torch.cat([model.encode_text(split.text[i:i+bs].to(device)) for i in range(0, len(split.text), bs)])
     model.train(was)
-    return joint_features(v, _caption_mean(t, split.caption_image, n)).cpu()
+    return PairEmbeddings(v.float().cpu(), t.float().cpu(), split.caption_image.cpu())
+
+def pair_features(model:DualEncoder, split:EncodedSplit, device=None, batch_size:int=256)->torch.Tensor:
+    "Joint feature of every image of `split` and its captions under `model` (float32 [N_images, 2*embed_dim], CPU)."
+    return pair_embeddings(model, split, device, batch_size).features
 
 # %% ../nbs/05_spm.ipynb #6e8ed630
-def expert_features(
+def expert_embeddings(
     store:TrajectoryStore, # expert trajectories
-    split:EncodedSplit,    # the real pairs to featurise (the training split)
+    split:EncodedSplit,    # the real pairs to embed (the training split)
     expert:int|None=None,  # which expert (None: the first finished one)
     epoch:int=-1,          # which recorded epoch (-1: the last)
     device='cpu',          # where the model runs
-)->torch.Tensor:           # float32 [N_images, 2*embed_dim]
-    "`pair_features` of a recorded expert (by default the first finished one at its last epoch)."
+)->PairEmbeddings:
+    "`pair_embeddings` of a recorded expert (by default the first finished one at its last epoch)."
     done = store.finished()
     if not done: raise StoreError(f"no finished expert in {store.path} to compute features with")
-    return pair_features(expert_model(store, done[0] if expert is None else expert, epoch, device), split, device)
+    return pair_embeddings(expert_model(store, done[0] if expert is None else expert, epoch, device), split, device)
+
+def expert_features(store:TrajectoryStore, split:EncodedSplit, expert:int|None=None, epoch:int=-1, device='cpu')->torch.Tensor:
+    "Joint features [N_images, 2*embed_dim] of `split` under a recorded expert (see `expert_embeddings`)."
+    return expert_embeddings(store, split, expert, epoch, device).features
 
 # %% ../nbs/05_spm.ipynb #5b8d3779
 def _clip_model(arch:str, pretrained:str|None, device):

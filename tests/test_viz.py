@@ -158,7 +158,7 @@ def test_run_figure():
     assert fig.layout.xaxis2.title.text == 'iteration'
     assert [a.text for a in fig.layout.annotations] == ['matching loss', 'learned inner learning rates']
     sim = run_figure([{**r, 'sim_diag': 1., 'sim_offdiag': .1} for r in hist])
-    assert names(sim)[-3:] == ['sim_diag', 'sim_offdiag', 'rejected'] and sim.layout.xaxis3.title.text == 'iteration'
+    assert names(sim)[-3:] == ['mean diagonal', 'mean |off-diagonal|', 'rejected'] and sim.layout.xaxis3.title.text == 'iteration'
     assert len(run_figure([]).data) == 6
 
 # ---------------------------------------------------------------- synthetic images
