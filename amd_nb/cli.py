@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse, json, os, re, sys, time
 from pathlib import Path
 from .config import Config, ConfigError, PRESETS, get_preset, load_config
+from .io import RunLayout
 
 # %% auto #0
-__all__ = ['base_parser', 'config_from_args', 'run_cli', 'amd_buffer', 'amd_distill', 'amd_compare', 'amd_eval', 'amd_demo']
+__all__ = ['base_parser', 'config_from_args', 'run_layout', 'open_store', 'store_splits', 'run_cli', 'amd_buffer', 'amd_distill',
+           'amd_compare', 'amd_eval', 'amd_demo']
 
 # %% ../nbs/10_cli.ipynb #53ca9d6f
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -40,6 +42,20 @@ def config_from_args(args)->Config:
     if args.device: sets.append(f"device={args.device}")
     return cfg.override(sets)
 
+def run_layout(args)->RunLayout:
+    "The run folder the command writes into: `--out`, else `runs/<preset>`."
+    return RunLayout(args.out or f"runs/{args.preset}")
+
+def open_store(args, layout:RunLayout):
+    "The trajectory store a command reads: `--experts`, else the run's `experts/`."
+    from amd_nb.experts import TrajectoryStore
+    return TrajectoryStore(args.experts or layout.experts)
+
+def store_splits(store, *names:str)->list:
+    "The splits `names` of the data the store's experts were trained on."
+    from amd_nb.data import load_split
+    return [load_split(store.config.data, s, progress=False, seed=store.config.seed) for s in names]
+
 # %% ../nbs/10_cli.ipynb #3a3f9ab5
 def run_cli(prog:str, body, args)->int:
     "Run `body(args)`, turning expected errors into a one-line message and an exit status."
@@ -58,7 +74,7 @@ def _buffer(args):
     from amd_nb.experts import train_experts
     from amd_nb.dist import is_main_process
     cfg = config_from_args(args)
-    out = Path(args.out or f"runs/{args.preset}")/'experts'
+    out = run_layout(args).experts
     t0 = time.time()
     store = train_experts(cfg, out, progress=not args.quiet)
     if not is_main_process(): return        # under torchrun only rank 0 reports
@@ -75,12 +91,10 @@ def amd_buffer(argv:list[str]|None=None)->int:
 # %% ../nbs/10_cli.ipynb #b2725105
 def _distill(args):
     from amd_nb.distill import distill
-    from amd_nb.experts import TrajectoryStore
     cfg = config_from_args(args)
     if args.method: cfg = cfg.override({'distill.method': args.method})
-    root = Path(args.out or f"runs/{args.preset}")
-    store = TrajectoryStore(args.experts or root/'experts')
-    out = root/'distill'/cfg.distill.method
+    layout = run_layout(args); store = open_store(args, layout)
+    out = layout.distill(cfg.distill.method)
     t0 = time.time()
     syn = distill(cfg, store, out, progress=not args.quiet)
     log = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines()]
@@ -98,14 +112,11 @@ def amd_distill(argv:list[str]|None=None)->int:
 
 # %% ../nbs/10_cli.ipynb #d3d65aa4
 def _compare(args):
-    from amd_nb.evaluate import compare, ALL_METHODS
-    from amd_nb.experts import TrajectoryStore
+    from amd_nb.evaluate import compare
     cfg = config_from_args(args)
-    root = Path(args.out or f"runs/{args.preset}")
-    store = TrajectoryStore(args.experts or root/'experts')
-    res = compare(cfg, store, root/'comparison', methods=args.methods or ALL_METHODS, budgets=args.budgets,
-                  n_syn_sets=args.n_syn_sets, progress=not args.quiet)
-    print((root/'comparison'/'comparison.md').read_text())
+    layout = run_layout(args); store = open_store(args, layout)
+    compare(cfg, store, layout, methods=args.methods, budgets=args.budgets, n_syn_sets=args.n_syn_sets, progress=not args.quiet)
+    print(layout.table('md').read_text())
 
 def amd_compare(argv:list[str]|None=None)->int:
     "Compare full data, coresets and distillation methods: `amd-compare --preset demo --budgets 50 100 --out runs/demo`."
@@ -141,20 +152,18 @@ def _label(folder:Path, root:Path)->str:
     return re.sub(r'[^A-Za-z0-9.+=-]+', '_', rel.replace('..' + os.sep, '')).strip('_.') or 'synthetic'
 
 def _eval(args):
-    from amd_nb.evaluate import evaluate_set, _eval_cfg, format_result
-    from amd_nb.experts import TrajectoryStore, atomic_write_json
-    from amd_nb.data import load_split
+    from amd_nb.evaluate import evaluate_set, _eval_cfg, format_result, TABLE_METRICS
+    from amd_nb.io import atomic_write_json
     cfg = config_from_args(args)
-    root = Path(args.out or f"runs/{args.preset}")
-    store = TrajectoryStore(args.experts or root/'experts'); scfg = store.config
-    train, test = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', cfg.eval.split))
-    val = load_split(scfg.data, 'val', progress=False, seed=scfg.seed) if cfg.eval.select_on_val else None
-    sets = [_training_set(s, store, train, cfg.seed, root) for s in args.sets]   # all checked before any training
+    layout = run_layout(args); store = open_store(args, layout)
+    train, test = store_splits(store, 'train', cfg.eval.split)
+    val = store_splits(store, 'val')[0] if cfg.eval.select_on_val else None
+    sets = [_training_set(s, store, train, cfg.seed, layout.root) for s in args.sets]   # all checked before any training
     if len(labels := [l for _, l in sets]) != len(set(labels)): raise ConfigError(f"the same set given twice: {args.sets}")
     for ts, label in sets:
         res = evaluate_set(ts, _eval_cfg(cfg, store), test, val, progress=not args.quiet)
-        atomic_write_json(root/'eval'/f"{label}.json", dict(set=label, config=cfg.to_dict(), **res))
-        print(format_result(res, ('IR@1', 'IR@5', 'IR@10', 'TR@1', 'TR@5', 'TR@10', 'r_mean')) + f"  ({res['n']} models, {root/'eval'/label}.json)")
+        atomic_write_json(layout.eval_result(label), dict(set=label, config=cfg.to_dict(), **res))
+        print(format_result(res, TABLE_METRICS) + f"  ({res['n']} models, {layout.eval_result(label)})")
 
 def amd_eval(argv:list[str]|None=None)->int:
     "Judge synthetic sets and coresets by the retrain protocol: `amd-eval --preset demo --out runs/demo random@100 runs/demo/distill/amd`."
@@ -166,15 +175,13 @@ def amd_eval(argv:list[str]|None=None)->int:
 # %% ../nbs/10_cli.ipynb #1bace70b
 def _demo(args):
     from amd_nb.report import DemoRun, run_demo
-    from amd_nb.distill import METHODS
-    from amd_nb.evaluate import CORESETS
+    from amd_nb.registry import METHODS, SELECTORS
     cfg = config_from_args(args)
-    for what, names, known in (('--methods', args.methods, METHODS), ('--coresets', args.coresets, CORESETS)):
-        if bad := [n for n in names if n not in known]: raise ConfigError(f"{what}: unknown {bad}; known: {sorted(known)}")
+    for what, names, known in (('--methods', args.methods, METHODS), ('--coresets', args.coresets, SELECTORS)):
+        if bad := [n for n in names if n not in known]: raise ConfigError(f"{what}: unknown {bad}; known: {', '.join(known)}")
     if args.budget: cfg = cfg.override({'distill.budget': args.budget})
-    out = Path(args.out or f"runs/{args.preset}")
     t0 = time.time()
-    run_demo(DemoRun(cfg, out, args.preset, methods=tuple(args.methods), coresets=tuple(args.coresets), full=not args.no_full,
+    run_demo(DemoRun(cfg, run_layout(args).root, args.preset, methods=tuple(args.methods), coresets=tuple(args.coresets), full=not args.no_full,
                      progress=not args.quiet))
     print(f"amd-demo: finished in {time.time() - t0:.1f} s")
 

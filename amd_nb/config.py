@@ -7,11 +7,13 @@ from __future__ import annotations
 import copy, dataclasses, json, os, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
+from fastcore.basics import patch, patch_to
+from .registry import Registry, TOWERS, TEXT_ENCODERS, LOSSES, SIMILARITIES, SAMPLERS, ENGINES, INITS, METHODS
 
 # %% auto #0
-__all__ = ['pos', 'nonneg', 'PRESETS', 'ConfigError', 'field_meta', 'opt', 'choice', 'validate', 'DataConfig', 'ModelConfig',
-           'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config', 'config_to_dict', 'config_from_dict', 'override',
-           'get_preset', 'load_config', 'resolve_device', 'default_cache_dir']
+__all__ = ['pos', 'nonneg', 'PRESETS', 'ConfigError', 'field_meta', 'opt', 'choice', 'named', 'validate', 'DataConfig',
+           'ModelConfig', 'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config', 'get_preset', 'load_config',
+           'resolve_device', 'default_cache_dir']
 
 # %% ../nbs/00_config.ipynb #bb76e4f2
 class ConfigError(ValueError):
@@ -27,6 +29,10 @@ def opt(default, pred=None, why=''):
 def choice(default, *options):
     "A string field restricted to `options`."
     return opt(default, lambda v: v in options, f"one of {list(options)}")
+
+def named(default, registry:Registry):
+    "A string field that must name an entry of `registry` (the list of valid names is read from it when a value fails)."
+    return opt(default, lambda v: v in registry, registry)
 
 pos = lambda v: v > 0
 nonneg = lambda v: v >= 0
@@ -55,7 +61,9 @@ def validate(obj, prefix:str=''):
         if not _type_ok(v, hints[f.name]):
             raise ConfigError(f"{key}: expected {hints[f.name]}, got {v!r} ({type(v).__name__})")
         if v is not None and 'check' in f.metadata and not f.metadata['check'](v):
-            raise ConfigError(f"{key}: must be {f.metadata['why']}, got {v!r}")
+            why = f.metadata['why']
+            if isinstance(why, Registry): raise ConfigError(f"{key}: unknown {why.kind} {v!r}; known: {', '.join(why.names)}")
+            raise ConfigError(f"{key}: must be {why}, got {v!r}")
     return obj
 
 # %% ../nbs/00_config.ipynb #5452650a
@@ -64,7 +72,7 @@ class DataConfig:
     "Which image–caption data to use and how to prepare it."
     source: str = opt('emoji', lambda v: len(v) > 0, 'a non-empty string') # "emoji", a Karpathy-layout root, or a folder/CSV/JSONL path
     image_size: int = opt(32, lambda v: 8 <= v <= 1024, 'in [8, 1024]') # side in pixels that images are resized to
-    encoder: str = opt('minilm', lambda v: len(v) > 0, 'a non-empty string') # frozen text encoder (`minilm`, `bert-base-uncased`, `clip:ARCH[/TAG]`)
+    encoder: str = named('minilm', TEXT_ENCODERS) # frozen text encoder (`minilm`, `bert-base-uncased`, `clip:ARCH[/TAG]`)
     max_captions: int = opt(5, pos, '> 0') # captions kept per image
     limit: int|None = opt(None, pos, '> 0') # keep at most this many images per split (seeded pick); None keeps all
     cache_dir: str|None = opt(None) # embedding cache; None: $AMD_NB_CACHE or ~/.cache/amd_nb (never the CWD)
@@ -74,7 +82,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     "The dual encoder: image tower, text head over frozen embeddings, temperature."
-    image_tower: str = opt('convnet', lambda v: len(v) > 0, 'a non-empty string') # `convnet`, `efficientnet_lite0`, `timm:NAME`, `nfnet_l0`, `openclip:ARCH[/TAG]`
+    image_tower: str = named('convnet', TOWERS) # `convnet`, `efficientnet_lite0`, `timm:NAME`, `nfnet_l0`, `openclip:ARCH[/TAG]`
     width: int = opt(64, pos, '> 0') # ConvNet channels per layer
     depth: int = opt(3, lambda v: 1 <= v <= 6, 'in [1, 6]') # ConvNet conv blocks (MTT's ConvNet-D3 has 3)
     norm: str = choice('instancenorm', 'instancenorm', 'batchnorm', 'none') # ConvNet normalisation
@@ -104,17 +112,17 @@ class ExpertConfig:
 @dataclass
 class DistillConfig:
     "Trajectory-matching distillation (DESIGN 1.2–1.5): the synthetic set, the inner loop, the outer optimiser."
-    method: str = opt('lors', lambda v: len(v) > 0, 'a non-empty string') # `mtt_vl`, `lors`, `amd`, `lors+async`, `lors+spm`, `mtt_vl+async`; sets sampler, loss, sim and init where those are None
+    method: str = named('lors', METHODS) # `mtt_vl`, `lors`, `amd`, `lors+async`, `lors+spm`, `mtt_vl+async`; sets sampler, loss, sim and init where those are None
     budget: int = opt(100, pos, '> 0') # B: synthetic pairs
     iterations: int = opt(300, pos, '> 0') # outer iterations
     syn_steps: int = opt(10, pos, '> 0') # N: inner SGD steps of the student per iteration
     expert_epochs: int = opt(1, pos, '> 0') # M: expert epochs the student must cover
     max_start_epoch: int = opt(2, pos, '> 0') # sync sampler: start epoch t ~ U{0..max_start_epoch-1}
     batch_syn: int = opt(50, pos, '> 0') # synthetic pairs per inner step
-    engine: str = choice('unroll', 'unroll', 'tesla') # meta-gradient engine: exact `unroll` or constant-memory `tesla` (approximate)
-    sampler: str|None = opt(None) # start-epoch sampler `sync` or `amd` (None: the method's)
-    loss: str|None = opt(None, lambda v: v in ('infonce', 'soft_infonce', 'wbce'), "one of ['infonce', 'soft_infonce', 'wbce']") # student loss (None: the method's)
-    sim: str|None = opt(None, lambda v: v in ('identity', 'lowrank', 'full'), "one of ['identity', 'lowrank', 'full']") # learned similarity targets (None: the method's)
+    engine: str = named('unroll', ENGINES) # meta-gradient engine: exact `unroll` or constant-memory `tesla` (approximate)
+    sampler: str|None = named(None, SAMPLERS) # start-epoch sampler `sync` or `amd` (None: the method's)
+    loss: str|None = named(None, LOSSES) # student loss (None: the method's)
+    sim: str|None = named(None, SIMILARITIES) # learned similarity targets (None: the method's)
     sim_rank: int = opt(10, pos, '> 0') # rank r of the low-rank similarity
     sim_alpha: float = opt(1.0, pos, '> 0') # α of the low-rank similarity
     merge_branches: bool = opt(False) # match (d_V + d_L)/(n_V + n_L) instead of d_V/n_V + d_L/n_L
@@ -128,7 +136,7 @@ class DistillConfig:
     lr_lr: float = opt(1e-2, nonneg, '>= 0') # outer lr of the learnable inner lrs η_V, η_L (0 freezes them)
     lr_sim: float = opt(10.0, nonneg, '>= 0') # outer lr of the similarity parameters
     momentum: float = opt(0.5, lambda v: 0 <= v < 1, 'in [0, 1)') # outer SGD momentum
-    init: str|None = opt(None, lambda v: len(v) > 0, 'a non-empty string') # which real pairs initialise the set: `random`, or `spm`, `herding`, `kcenter` (on expert features)
+    init: str|None = named(None, INITS) # which real pairs initialise the set: `random`, or `spm`, `herding`, `kcenter` (on expert features)
     window_image: int|None = opt(None, nonneg, '>= 0') # AMD: R_V by hand (None: from MMD dynamic sampling)
     window_text: int|None = opt(None, nonneg, '>= 0') # AMD: R_L by hand (None: from MMD dynamic sampling)
     max_gap: int|None = opt(None, nonneg, '>= 0') # AMD: bound on |t_V - t_L| (None: no bound)
@@ -153,7 +161,7 @@ class EvalConfig:
     weight_decay: float = opt(5e-4, nonneg, '>= 0') # SGD weight decay
     select_on_val: bool = opt(False) # keep the epoch with the best val r_mean (never the test split)
     split: str = choice('test', 'test', 'val') # the split a set is judged on: choose settings on 'val', report 'test' once
-    image_tower: str|None = opt(None) # cross-architecture evaluation: train with this image tower instead of the experts'
+    image_tower: str|None = named(None, TOWERS) # cross-architecture evaluation: train with this image tower instead of the experts'
 
 # %% ../nbs/00_config.ipynb #73bf5a6f
 @dataclass
@@ -186,16 +194,15 @@ def _build(cls, d:dict, prefix:str=''):
         raise
 
 # %% ../nbs/00_config.ipynb #549b8fe6
-def config_to_dict(cfg)->dict:
-    "Nested plain dict of a config (JSON-serialisable)."
-    return asdict(cfg)
+@patch
+def to_dict(self:Config)->dict:
+    "Nested plain dict of the config (JSON-serialisable)."
+    return asdict(self)
 
-def config_from_dict(d:dict)->Config:
+@patch_to(Config, static_method=True)
+def from_dict(d:dict)->Config:
     "Build a `Config` from a nested dict, validating every key and value."
     return _build(Config, d)
-
-Config.to_dict = config_to_dict
-Config.from_dict = staticmethod(config_from_dict)
 
 # %% ../nbs/00_config.ipynb #f9b6ba2c
 _TRUE, _FALSE, _NONE = ('true','yes','1','on'), ('false','no','0','off'), ('none','null')
@@ -230,24 +237,23 @@ def _lookup(cfg, key:str):
     return obj, name
 
 # %% ../nbs/00_config.ipynb #276d4a5d
-def override(cfg:Config, updates:dict|list|tuple=())->Config:
-    "A validated copy of `cfg` with dotted-key `updates` (dict, or `key=value` strings) applied."
+@patch
+def override(self:Config, updates:dict|list|tuple=())->Config:
+    "A validated copy of the config with dotted-key `updates` (dict, or `key=value` strings) applied."
     if isinstance(updates, (list, tuple)):
         pairs = []
         for u in updates:
             if '=' not in u: raise ConfigError(f"override {u!r} is not of the form key=value")
             k, v = u.split('=', 1); pairs.append((k.strip(), v.strip()))
     else: pairs = list(dict(updates).items())
-    d = copy.deepcopy(cfg.to_dict())
+    d = copy.deepcopy(self.to_dict())
     for k, v in pairs:
-        obj, name = _lookup(cfg, k)
+        obj, name = _lookup(self, k)
         if isinstance(v, str): v = _parse(v, _section_types(type(obj))[name], k)
         node = d
         for p in k.split('.')[:-1]: node = node[p]
         node[name] = v
     return Config.from_dict(d)
-
-Config.override = override
 
 # %% ../nbs/00_config.ipynb #272731cf
 PRESETS = {

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 from .config import DataConfig, default_cache_dir
+from .registry import TEXT_ENCODERS, UnknownName
+from .io import atomic_write
 
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet', 'emoji_dir',
@@ -23,7 +25,7 @@ __all__ = ['SPLITS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_cr
            'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'write_shapes', 'TextEncoder',
            'register_text_encoder', 'known_text_encoders', 'text_encoder', 'HFTextEncoder', 'minilm_encoder',
            'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder', 'clip_encoder', 'embedding_cache_path',
-           'embed_captions', 'EncodedSplit', 'load_split']
+           'embed_captions', 'EncodedSplit', 'caption_offsets', 'load_split']
 
 # %% ../nbs/01_data.ipynb #0a80f9a4
 class DataError(ValueError):
@@ -488,29 +490,25 @@ class TextEncoder:
         raise NotImplementedError
 
 # %% ../nbs/01_data.ipynb #3838e793
-_ENCODERS, _LOADED = {}, {}
+_LOADED = {}   # (name, device) -> loaded encoder
 
-def register_text_encoder(name:str):
-    "Decorator registering `factory(name, device)->TextEncoder` under `name` (a name ending in ':' is a prefix)."
+def register_text_encoder(name:str, arg:str='NAME'):
+    "Decorator registering `factory(name, device)->TextEncoder` in `TEXT_ENCODERS` (a name ending in ':' is a family; its factory gets the full name)."
     def deco(factory):
-        _ENCODERS[name] = factory
+        TEXT_ENCODERS.register(name, factory, arg)
         for k in [k for k in _LOADED if k[0] == name or (name.endswith(':') and k[0].startswith(name))]: del _LOADED[k]
         return factory
     return deco
 
-_PREFIX_ARGS = {'hf:': 'ORG/NAME', 'clip:': 'ARCH[/TAG]'}
-
 def known_text_encoders()->list:
-    "Registered encoder names (a prefix is shown with its argument, e.g. 'clip:ARCH[/TAG]')."
-    return sorted(k + _PREFIX_ARGS.get(k, '...') if k.endswith(':') else k for k in _ENCODERS)
+    "Registered encoder names (a family is shown with its argument, e.g. 'clip:ARCH[/TAG]')."
+    return TEXT_ENCODERS.names
 
 # %% ../nbs/01_data.ipynb #ff74c283
 def _factory(name:str):
-    "The factory registered for `name` (exact, else longest matching prefix)."
-    if name in _ENCODERS: return _ENCODERS[name]
-    pre = [k for k in _ENCODERS if k.endswith(':') and name.startswith(k) and len(name) > len(k)]
-    if not pre: raise DataError(f"unknown text encoder {name!r}; known: {known_text_encoders()}")
-    return _ENCODERS[max(pre, key=len)]
+    "The factory registered for `name` (exact, else its family), or a `DataError` listing the known ones."
+    try: return TEXT_ENCODERS.lookup(name)[0]
+    except UnknownName as e: raise DataError(str(e)) from None
 
 def text_encoder(
     name:str,  # registered name, or 'hf:ORG/NAME' / 'clip:ARCH[/TAG]'
@@ -590,7 +588,7 @@ def bert_encoder(name:str='bert-base-uncased', device='cpu')->HFTextEncoder:
     model, tok = _hf_cls_load('bert-base-uncased', name)
     return HFTextEncoder(name, model, tok, pooling='cls', device=device, max_length=512)
 
-@register_text_encoder('hf:')
+@register_text_encoder('hf:', arg='ORG/NAME')
 def hf_encoder(name:str, device='cpu')->HFTextEncoder:
     "Any transformers text model `hf:ORG/NAME` (or `hf:/local/folder`): [CLS] last hidden state."
     model, tok = _hf_cls_load(name[3:], name)
@@ -620,7 +618,7 @@ def _clip_spec(name:str)->tuple:
     arch, _, tag = spec.partition('/')
     return arch, tag or None
 
-@register_text_encoder('clip:')
+@register_text_encoder('clip:', arg='ARCH[/TAG]')
 def clip_encoder(name:str, device='cpu')->OpenCLIPTextEncoder:
     "open_clip text tower from `clip:ARCH[/TAG]` (random weights without a TAG)."
     import open_clip
@@ -656,12 +654,9 @@ def _read_cache(p:Path, n:int)->torch.Tensor|None:
     return e if e.shape[0] == n else None
 
 def _write_cache(p:Path, e:torch.Tensor, encoder:str):
-    "Write `e` to `p` atomically (temporary file + `os.replace`)."
+    "Write `e` to `p` atomically."
     from safetensors.torch import save_file
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    save_file({'embeddings': e.contiguous()}, str(tmp), metadata={'encoder': encoder, 'n': str(len(e))})
-    os.replace(tmp, p)
+    atomic_write(p, lambda t: save_file({'embeddings': e.contiguous()}, str(t), metadata={'encoder': encoder, 'n': str(len(e))}))
 
 # %% ../nbs/01_data.ipynb #ab4712fd
 def embed_captions(
@@ -697,6 +692,12 @@ class EncodedSplit:
     def fingerprint(self)->str:
         "sha256 hex over the pairs' fingerprint, the image size and the encoder name."
         return hashlib.sha256(f"{self.pairs.fingerprint()}|{self.images.shape[-1]}|{self.encoder}".encode()).hexdigest()
+
+# %% ../nbs/01_data.ipynb #6ebef569
+def caption_offsets(caption_image:torch.Tensor, n_images:int)->tuple[torch.Tensor, torch.Tensor]:
+    "First flat-caption index and caption count of each image (captions are image-major, as in `EncodedSplit`)."
+    counts = torch.bincount(caption_image, minlength=n_images)
+    return torch.cumsum(counts, 0) - counts, counts
 
 # %% ../nbs/01_data.ipynb #65e51242
 def load_split(

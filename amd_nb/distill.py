@@ -12,54 +12,33 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
-from .experts import TrajectoryStore, StoreError, init_dual_encoder, atomic_write, atomic_write_json
-from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, meta_engine, matching_loss, alignment, _SAMPLERS
+from .experts import TrajectoryStore, StoreError
+from .io import atomic_write, atomic_write_json
+from .train import init_dual_encoder
+from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, meta_engine, matching_loss, alignment
+from .registry import METHODS, INITS, SAMPLERS, Method, UnknownName
 from .models import contrastive_loss
 from .synthetic import SyntheticSet, random_indices, pick_captions
 from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
-__all__ = ['METHODS', 'INITS', 'register_method', 'resolve_method', 'Init', 'register_init', 'Callback', 'ProgressBar', 'JSONLog',
-           'DistillError', 'Distiller', 'step', 'probe', 'save_checkpoint', 'load_checkpoint', 'stop', 'run', 'distill']
+__all__ = ['Init', 'register_init', 'resolve_method', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError', 'Distiller',
+           'distill']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
-METHODS = {}
-def register_method(name:str, sampler:str, loss:str, sim:str, init:str='random'):
-    "Register a distillation method as its default sampler, student loss, similarity targets and initialisation."
-    METHODS[name] = dict(sampler=sampler, loss=loss, sim=sim, init=init)
-
-register_method('mtt_vl', sampler='sync', loss='infonce', sim='identity')
-register_method('lors', sampler='sync', loss='wbce', sim='lowrank')
-register_method('amd', sampler='amd', loss='wbce', sim='lowrank', init='spm')       # AMD: async + MMD windows + SPM on the LoRS base
-register_method('lors+async', sampler='amd', loss='wbce', sim='lowrank')           # ablation: async sampling only
-register_method('lors+spm', sampler='sync', loss='wbce', sim='lowrank', init='spm') # ablation: prototype initialisation only
-register_method('mtt_vl+async', sampler='amd', loss='infonce', sim='identity')     # async without learned similarities
-
-def resolve_method(dcfg)->dict:
-    "The run's sampler, loss, similarity and initialisation: the config's where set, else the method's."
-    if dcfg.method not in METHODS: raise ConfigError(f"distill.method: unknown method {dcfg.method!r}; known: {sorted(METHODS)}")
-    m = dict(METHODS[dcfg.method])
-    for k in ('sampler', 'loss', 'sim', 'init'):
-        if getattr(dcfg, k) is not None: m[k] = getattr(dcfg, k)
-    if m['sampler'] not in _SAMPLERS: raise ConfigError(f"distill.sampler: unknown sampler {m['sampler']!r}; known: {sorted(_SAMPLERS)}")
-    if m['init'] not in INITS: raise ConfigError(f"distill.init: unknown initialisation {m['init']!r}; known: {sorted(INITS)}")
-    return m
-
-# %% ../nbs/07_distill.ipynb #d0bbeb0b
 class Init(NamedTuple):
     "Which real pairs a synthetic set starts from."
     images: torch.Tensor          # long [B]: real image indices
     captions: torch.Tensor        # long [B]: one flat caption index of each of those images
     selection: Selection|None = None # the selector's result (timing, K-means labels …), for reports
 
-INITS = {}
 def register_init(name:str):
-    "Decorator registering `f(cfg, store, train, generator) -> Init` as an initialisation of the synthetic set."
-    def deco(f): INITS[name] = f; return f
-    return deco
+    "Decorator registering `f(cfg, store, train, generator) -> Init` in `INITS`, as an initialisation of the synthetic set."
+    return INITS.register(name)
 
 @register_init('random')
 def _random_init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->Init:
@@ -75,6 +54,20 @@ def _feature_init(name:str):
     return init
 
 for _n in ('spm', 'herding', 'kcenter'): register_init(_n)(_feature_init(_n))
+
+# %% ../nbs/07_distill.ipynb #d0bbeb0b
+for _name, _m in (('mtt_vl',       Method(sampler='sync', loss='infonce', sim='identity')),
+                  ('lors',         Method(sampler='sync', loss='wbce', sim='lowrank')),
+                  ('amd',          Method(sampler='amd', loss='wbce', sim='lowrank', init='spm')),   # AMD: async + MMD windows + SPM on the LoRS base
+                  ('lors+async',   Method(sampler='amd', loss='wbce', sim='lowrank')),               # ablation: async sampling only
+                  ('lors+spm',     Method(sampler='sync', loss='wbce', sim='lowrank', init='spm')),  # ablation: prototype initialisation only
+                  ('mtt_vl+async', Method(sampler='amd', loss='infonce', sim='identity'))):          # async without learned similarities
+    METHODS.register(_name, _m)
+
+def resolve_method(dcfg)->Method:
+    "The run's `Method`: the registered method `dcfg.method` with any part the config sets (`distill.sampler`, `loss`, `sim`, `init`) replaced."
+    try: return METHODS[dcfg.method].replace(sampler=dcfg.sampler, loss=dcfg.loss, sim=dcfg.sim, init=dcfg.init).check()
+    except UnknownName as e: raise ConfigError(f"distill: {e}") from None
 
 # %% ../nbs/07_distill.ipynb #0ac5e902
 class Callback:
@@ -136,44 +129,47 @@ class Distiller:
         if self.out is not None and (self.out/'checkpoint.safetensors').exists(): self.load_checkpoint()
 
 # %% ../nbs/07_distill.ipynb #d93cba04
-def _loss_kwargs(method:dict, dc)->dict: return {'scale': dc.wbce_scale} if method['loss'] == 'wbce' else {}
+def _loss_kwargs(method:Method, dc)->dict: return {'scale': dc.wbce_scale} if method.loss == 'wbce' else {}
 
+@patch
 def _build(self:Distiller):
     scfg, dc = self.store.config, self.dc
     self.g = torch.Generator().manual_seed(self.cfg.seed)
     model = init_dual_encoder(scfg, self.store.manifest['text_dim']).to(self.device)
     self.loss_kwargs = _loss_kwargs(self.method, dc)
-    self.student = Student(model, contrastive_loss(self.method['loss'], **self.loss_kwargs))
+    self.student = Student(model, contrastive_loss(self.method.loss, **self.loss_kwargs))
     if dc.budget > len(self.train): raise ConfigError(f"distill.budget: {dc.budget} is larger than the {len(self.train)} training images")
-    t0 = time.time(); init = INITS[self.method['init']](self.cfg, self.store, self.train, self.g)
+    t0 = time.time(); init = INITS[self.method.init](self.cfg, self.store, self.train, self.g)
     self.init_seconds, self.selection = time.time() - t0, init.selection
-    meta = dict(method=self.method_name, **self.method, loss_kwargs=self.loss_kwargs, config=self.cfg.to_dict(), store=str(self.store.path),
+    meta = dict(method=self.method_name, **asdict(self.method), loss_kwargs=self.loss_kwargs, config=self.cfg.to_dict(), store=str(self.store.path),
                 image_tower=scfg.model.image_tower, seed=self.cfg.seed, init_seconds=round(self.init_seconds, 3))
     self.syn = SyntheticSet.from_real(self.train, init.images, model.image.mean, model.image.std, scfg.expert.lr_image, scfg.expert.lr_text,
-                                      sim=self.method['sim'], rank=dc.sim_rank, alpha=dc.sim_alpha, caption=init.captions,
+                                      sim=self.method.sim, rank=dc.sim_rank, alpha=dc.sim_alpha, caption=init.captions,
                                       generator=self.g, meta=meta).to(self.device)
     self._bounds = _pixel_bounds(model.image.mean, model.image.std, self.device), float(self.train.text.norm(dim=1).mean())
     pg = self.syn.param_groups()
     groups = [dict(params=pg['images'], lr=dc.lr_image), dict(params=pg['text'], lr=dc.lr_text), dict(params=pg['lrs'], lr=dc.lr_lr)]
     if pg['sim']: groups.append(dict(params=pg['sim'], lr=dc.lr_sim))
     self.opt = torch.optim.SGD(groups, lr=dc.lr_image, momentum=dc.momentum)
-    self._uses_targets = not (self.method['sim'] == 'identity' and self.method['loss'] == 'infonce')
-    self.sampler = _SAMPLERS[self.method['sampler']].from_config(dc, self.store)
+    self._uses_targets = not (self.method.sim == 'identity' and self.method.loss == 'infonce')
+    self.sampler = SAMPLERS[self.method.sampler].from_config(dc, self.store)
     self.engine = meta_engine(dc.engine)
     self.iteration, self.order, self.history, self.bad, self._stop = 0, [], [], 0, False
-Distiller._build = _build
 
 # %% ../nbs/07_distill.ipynb #eccda840
+@patch
 def _next_expert(self:Distiller)->int:
     "Shuffled round-robin over the finished experts."
     if not self.order: self.order = [self.store.finished()[i] for i in torch.randperm(len(self.store), generator=self.g).tolist()]
     return self.order.pop(0)
 
+@patch
 def _segment(self:Distiller, i:int, ep)->Segment:
     M, t = self.dc.expert_epochs, dict(zip(MODALITIES, ep))
     rows = lambda off: {m: self.store.epoch(i, m, t[m] + off).to(self.device) for m in MODALITIES}
     return Segment(rows(0), rows(M), ep, i)
 
+@patch
 def _meta_gradient(self:Distiller, seg:Segment, batches:list):
     "Run the engine; leave gradients in the synthetic set's `.grad`."
     syn, st = self.syn, self.student
@@ -185,8 +181,6 @@ def _meta_gradient(self:Distiller, seg:Segment, batches:list):
     out = self.engine(st, leaves, seg, batches, self.dc.merge_branches)
     if st.frozen and leaf.grad is not None: x.backward(leaf.grad)
     return out
-
-Distiller._next_expert, Distiller._segment, Distiller._meta_gradient = _next_expert, _segment, _meta_gradient
 
 # %% ../nbs/07_distill.ipynb #20bb3a2e
 def _sim_stats(syn:SyntheticSet)->dict:
@@ -203,6 +197,7 @@ def _pixel_bounds(mean, std, device)->tuple[torch.Tensor, torch.Tensor]:
     m, s = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (mean, std))
     return -m / s, (1 - m) / s
 
+@patch
 @torch.no_grad()
 def _project(self:Distiller):
     "Keep the set where it belongs after an update: pixels in the image range, texts near the encoder's sphere, 0 ≤ η ≤ max_lr."
@@ -213,6 +208,7 @@ def _project(self:Distiller):
         self.syn.text.mul_((torch.full_like(n, r) if dc.text_norm == 'sphere' else n.clamp(max=dc.text_radius * r)) / n)
     for lr in (self.syn.lr_image, self.syn.lr_text): lr.clamp_(min=0, max=dc.max_lr)
 
+@patch
 def step(self:Distiller)->dict:
     "One outer iteration; returns its record (`ok` False when the update was rejected)."
     t0, snap, order = time.time(), self._rng_state(), list(self.order)
@@ -234,9 +230,9 @@ def step(self:Distiller)->dict:
                seconds=round(time.time() - t0, 4))
     self.history.append(rec)
     return rec
-Distiller.step, Distiller._project = step, _project
 
 # %% ../nbs/07_distill.ipynb #dbb2900e
+@patch
 def _student_end(self:Distiller, seg:Segment, batches:list, x:torch.Tensor)->dict:
     "Where the student lands after the inner steps on the current set (no meta-graph)."
     theta, lrs = {m: seg.start[m].clone() for m in MODALITIES}, {'image': self.syn.lr_image.detach(), 'text': self.syn.lr_text.detach()}
@@ -246,6 +242,7 @@ def _student_end(self:Distiller, seg:Segment, batches:list, x:torch.Tensor)->dic
         theta = {m: theta[m] - lrs[m] * gs[m] for m in MODALITIES}
     return theta
 
+@patch
 def probe(self:Distiller,
           segments:int=16, # expert segments to try (experts in turn, start epochs drawn by the run's sampler)
           seed:int=0,      # seeds the draws (the run's own generator is not touched)
@@ -264,18 +261,20 @@ def probe(self:Distiller,
         rows.append({m: (cos[m], ratio[m], float(parts[m]), 1 - cos[m]**2) for m in MODALITIES})
     return {m: dict(zip(('cos', 'ratio', 'loss', 'best_loss'), (round(sum(r[m][j] for r in rows) / len(rows), 4) for j in range(4))))
             for m in MODALITIES}
-Distiller._student_end, Distiller.probe = _student_end, probe
 
 # %% ../nbs/07_distill.ipynb #04287011
+@patch
 def _rng_state(self:Distiller)->dict:
     s = {'loop': self.g.get_state(), 'torch': torch.get_rng_state()}
     if self.device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(self.device)
     return s
 
+@patch
 def _set_rng_state(self:Distiller, s:dict):
     self.g.set_state(s['loop']); torch.set_rng_state(s['torch'])
     if 'cuda' in s and self.device.type == 'cuda': torch.cuda.set_rng_state(s['cuda'], self.device)
 
+@patch
 def save_checkpoint(self:Distiller)->Path|None:
     "Write the full loop state to `out/checkpoint.safetensors` (atomically)."
     if self.out is None: return None
@@ -292,6 +291,7 @@ def save_checkpoint(self:Distiller)->Path|None:
     for cb in self.callbacks: cb.on_checkpoint(self, path)
     return path
 
+@patch
 def load_checkpoint(self:Distiller):
     "Restore the loop state from `out/checkpoint.safetensors`."
     path = self.out/'checkpoint.safetensors'
@@ -307,14 +307,13 @@ def load_checkpoint(self:Distiller):
     self._set_rng_state({k[4:]: v for k, v in t.items() if k.startswith('rng.')})
     self.iteration, self.order, self.bad, self.history = meta['iteration'], meta['order'], meta['bad'], meta['history']
 
-Distiller._rng_state, Distiller._set_rng_state = _rng_state, _set_rng_state
-Distiller.save_checkpoint, Distiller.load_checkpoint = save_checkpoint, load_checkpoint
-
 # %% ../nbs/07_distill.ipynb #9cd9093f
+@patch
 def stop(self:Distiller):
     "Ask the run to stop after the current iteration (a checkpoint is written)."
     self._stop = True
 
+@patch
 def run(self:Distiller)->SyntheticSet:
     "Distil until `distill.iterations` (resuming from the checkpoint in `out`, if any); return the synthetic set."
     for cb in self.callbacks: cb.on_start(self)
@@ -336,8 +335,6 @@ def run(self:Distiller)->SyntheticSet:
         if self.out is not None and self.iteration >= self.dc.iterations: self.syn.save(self.out/'synthetic')
     if interrupted: raise KeyboardInterrupt
     return self.syn
-
-Distiller.stop, Distiller.run = stop, run
 
 # %% ../nbs/07_distill.ipynb #81111d1f
 def distill(cfg:Config,                      # run config (`distill` section, seed, device)

@@ -10,20 +10,23 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, get_preset, resolve_device
+from .config import Config, ConfigError, get_preset, resolve_device
+from .registry import SELECTORS, METHODS
 from .data import EncodedSplit, load_split
 from .models import normalize, contrastive_loss, InfoNCE
-from .experts import TrajectoryStore, init_dual_encoder
-from .train import Pairs, fit, evaluate_retrieval, image_inputs
+from .experts import TrajectoryStore
+from .train import Pairs, fit, evaluate_retrieval, image_inputs, init_dual_encoder
+from .io import RunLayout, atomic_write, atomic_write_json
 from .synthetic import SyntheticSet, pick_captions, own_captions
 
 # %% auto #0
-__all__ = ['METRICS', 'CORESETS', 'DISTILLED', 'ALL_METHODS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set',
-           'eval_config', 'train_model', 'summarize', 'evaluate_set', 'format_result', 'coreset_of', 'compare',
-           'write_tables', 'markdown_table']
+__all__ = ['METRICS', 'TABLE_METRICS', 'CORESETS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set', 'eval_config',
+           'train_model', 'summarize', 'evaluate_set', 'format_result', 'row_names', 'check_rows', 'coreset_of',
+           'compare', 'write_tables', 'markdown_table']
 
 # %% ../nbs/08_evaluate.ipynb #ac144885
-METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')
+METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')   # what `recall_at_k` reports
+TABLE_METRICS = METRICS[3:6] + METRICS[:3] + METRICS[6:]                 # the order of every table: IR first, as the papers print it
 
 # %% ../nbs/08_evaluate.ipynb #31f4b069
 @dataclass
@@ -143,12 +146,17 @@ def format_result(r:dict, keys=METRICS)->str:
     return f"{r['name']}: " + ', '.join(f"{k} {r['mean'][k]:.1f}±{r['std'][k]:.1f}" for k in keys)
 
 # %% ../nbs/08_evaluate.ipynb #407bbef8
-CORESETS = ('random', 'spm', 'herding', 'kcenter')
-DISTILLED = ('mtt_vl', 'lors', 'amd', 'lors+async', 'lors+spm')
-ALL_METHODS = ('full',) + CORESETS + DISTILLED
+CORESETS = SELECTORS   # a coreset row is a selector's pick; a distilled row is a registered method (`METHODS`)
 
-def _cell_path(out:Path, method:str, budget:int|None, k:int)->Path:
-    return out/'cells'/('full.json' if method == 'full' else f"{method.replace('+', '_')}_B{budget}_s{k}.json")
+def row_names()->tuple:
+    "Every row a comparison can have: 'full', each coreset selector, each distillation method (read from the registries)."
+    return ('full', *SELECTORS, *METHODS)
+
+def check_rows(names)->tuple:
+    "`names` as a tuple, or a `ConfigError` naming the unknown ones and listing the known rows."
+    bad = [n for n in names if n not in row_names()]
+    if bad: raise ConfigError(f"unknown rows {bad}; known: {', '.join(row_names())}")
+    return tuple(names)
 
 def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kcenter'
                train:EncodedSplit, # the real training pairs
@@ -164,28 +172,27 @@ def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kce
            else embeddings.nearest_captions(sel.indices))
     return coreset(train, sel.indices, cap, method), sel.seconds
 
-def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore, train:EncodedSplit, out:Path, progress:bool, embeddings):
+def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore, train:EncodedSplit, layout:RunLayout, progress:bool, embeddings):
     "The training set of one cell and the seconds it took to make it (`embeddings()` gives the expert's embeddings of `train`)."
     from amd_nb.distill import distill
     seed, t0 = cfg.seed + k, time.time()
     if method in CORESETS: return coreset_of(method, train, budget, seed, None if method == 'random' else embeddings())
     c = cfg.override({'distill.method': method, 'distill.budget': budget, 'seed': seed})
-    syn = distill(c, store, out/'distill'/f"{method.replace('+', '_')}_B{budget}_s{k}", train, progress=progress)
+    syn = distill(c, store, layout.cell_run(method, budget, k), train, progress=progress)
     return synthetic_set(syn, method), time.time() - t0
 
 # %% ../nbs/08_evaluate.ipynb #9f8d2cae
 def compare(cfg:Config,                     # preset/config: distill and eval settings, seed, device
             store:TrajectoryStore|str,      # expert trajectories (fix the data and the model)
-            out:str|Path,                   # folder for cells, distillations and the tables
-            methods=ALL_METHODS,            # which rows
+            out:str|Path|RunLayout,         # the run folder: cells, distillations and tables go to its `comparison/`
+            methods=None,                   # which rows (default: `row_names()`, every coreset and method)
             budgets=(50, 100),              # synthetic pairs per set
             n_syn_sets:int=2,               # sets per (method, budget), seeds seed, seed+1, ...
             progress:bool=True)->dict:
     "Run (or resume) the comparison; write `comparison.json` and `comparison.md` in `out`; return the results."
     store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
-    out = Path(out); (out/'cells').mkdir(parents=True, exist_ok=True)
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown: raise ValueError(f"unknown methods {unknown}; known: {list(ALL_METHODS)}")
+    layout = out if isinstance(out, RunLayout) else RunLayout(out)
+    methods = check_rows(row_names() if methods is None else methods)
     scfg = store.config
     train, judge = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', cfg.eval.split))
     val = load_split(scfg.data, 'val', progress=False, seed=scfg.seed) if cfg.eval.select_on_val else None
@@ -198,7 +205,7 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
         if 'e' not in cache: cache['e'] = expert_embeddings(store, train)
         return cache['e']
     for m, b, k in tqdm(jobs, desc='comparison', disable=not progress):
-        p = _cell_path(out, m, b, k)
+        p = layout.cell(m, b, k)
         if p.exists():
             old = json.loads(p.read_text()).get('settings')
             if old != settings:
@@ -206,10 +213,10 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
                 raise ValueError(f"{p} was made with other settings ({', '.join(bad)}); use another output folder")
             continue
         if m == 'full': ts, build = real_set(train), 0.0
-        else: ts, build = _build_set(m, b, k, cfg, store, train, out, progress, embeddings)
+        else: ts, build = _build_set(m, b, k, cfg, store, train, layout, progress, embeddings)
         res = evaluate_set(ts, ecfg, judge, val, progress)
-        _write_json(p, dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=settings, **res))
-    return write_tables(out, cfg, store, methods, budgets, n_syn_sets)
+        atomic_write_json(p, dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=settings, **res))
+    return write_tables(layout, cfg, store, methods, budgets, n_syn_sets)
 
 def _eval_cfg(cfg:Config, store:TrajectoryStore)->Config:
     "The config evaluation models are built from: the experts' data/model (maybe another tower), the run's eval/seed/device."
@@ -221,9 +228,7 @@ def _settings(cfg:Config)->dict:
     flat = {f"{sec}.{k}": v for sec in ('eval', 'distill') for k, v in d[sec].items() if k not in ('method', 'budget')}
     return {**flat, 'seed': d['seed']}
 
-def _write_json(p:Path, obj):
-    from amd_nb.experts import atomic_write_json
-    atomic_write_json(p, obj)
+
 
 # %% ../nbs/08_evaluate.ipynb #637991af
 def _agg(cells:list[dict])->dict:
@@ -231,13 +236,13 @@ def _agg(cells:list[dict])->dict:
     return {**summarize(runs), 'sets': len(cells), 'build_seconds': round(sum(c['build_seconds'] for c in cells), 1),
             'eval_seconds': round(sum(c['seconds'] for c in cells), 1)}
 
-def write_tables(out:Path, cfg:Config, store:TrajectoryStore, methods, budgets, n_syn_sets:int)->dict:
-    "Aggregate the cells in `out/cells` into `comparison.json` and `comparison.md`."
-    out, rows = Path(out), {}
+def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, budgets, n_syn_sets:int)->dict:
+    "Aggregate the finished cells of `layout`'s comparison into `comparison.json` and `comparison.md`."
+    rows = {}
     for m in methods:
         for b in ([None] if m == 'full' else budgets):
             cells = [json.loads(p.read_text()) for k in range(1 if m == 'full' else n_syn_sets)
-                     if (p := _cell_path(out, m, b, k)).exists()]
+                     if (p := layout.cell(m, b, k)).exists()]
             if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
     ec, dc = cfg.eval, cfg.distill
     protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
@@ -248,13 +253,13 @@ def write_tables(out:Path, cfg:Config, store:TrajectoryStore, methods, budgets, 
                 f"Budget: every row gets exactly B pairs (B images, B texts, one caption per coreset image; no B−1). Distillation: {dc.iterations} iterations, N={dc.syn_steps}, M={dc.expert_epochs}, "
                 f"engine {dc.engine}, experts {store.path} ({len(store)} × {store.epochs} epochs, {store.config.model.image_tower}).")
     result = dict(protocol=protocol, config=cfg.to_dict(), store=str(store.path), budgets=list(budgets), rows=rows)
-    _write_json(out/'comparison.json', result)
-    (out/'comparison.md').write_text(markdown_table(result))
+    atomic_write_json(layout.table('json'), result)
+    atomic_write(layout.table('md'), lambda p: p.write_text(markdown_table(result), encoding='utf-8'))
     return result
 
 def markdown_table(result:dict)->str:
     "The comparison as a markdown table (mean ± std) followed by its protocol."
-    keys = ('IR@1', 'IR@5', 'IR@10', 'TR@1', 'TR@5', 'TR@10', 'r_mean')
+    keys = TABLE_METRICS
     lines = ['| method | B | ' + ' | '.join(keys) + ' | models | build s | eval s |', '|---' * (len(keys) + 5) + '|']
     for name, r in result['rows'].items():
         cells = ' | '.join(f"{r['mean'][k]:.1f} ± {r['std'][k]:.1f}" for k in keys)

@@ -4,40 +4,25 @@
 
 # %% ../nbs/03_experts.ipynb #b60309e1
 from __future__ import annotations
-import json, os, time, hashlib
+import json, time, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .models import DualEncoder, ParamLayout, MODALITIES, build_dual_encoder
 from .dist import dist_info, is_main_process, rank_device, distributed, broadcast, main_first, barrier, split_experts, _dist_on
-from .train import Pairs, fit, image_inputs, evaluate_retrieval
+from .train import Pairs, fit, image_inputs, evaluate_retrieval, init_dual_encoder
+from .io import atomic_write, atomic_write_json
 
 # %% auto #0
-__all__ = ['DTYPES', 'atomic_write', 'atomic_write_json', 'StoreError', 'ExpertTrajectory', 'expert_file', 'TrajectoryStore',
-           'init_dual_encoder', 'expert_seed', 'caption_offsets', 'sample_captions', 'train_expert', 'train_experts',
-           'expert_model']
-
-# %% ../nbs/03_experts.ipynb #68d45f7b
-def atomic_write(path:Path, write_fn):
-    "Write `path` via `write_fn(tmp_path)` then rename, so `path` is either absent, old, or complete."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_fn(tmp)
-        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
-def atomic_write_json(path:Path, obj):
-    "Write `obj` as indented JSON to `path` atomically."
-    atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=1)))
+__all__ = ['DTYPES', 'StoreError', 'ExpertTrajectory', 'expert_file', 'TrajectoryStore', 'expert_seed', 'train_expert',
+           'train_experts', 'expert_model']
 
 # %% ../nbs/03_experts.ipynb #64967608
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -94,8 +79,8 @@ def _diff(a, b, prefix=''):
         return [k for key in sorted(set(a)|set(b)) for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
     return [] if a == b else [prefix.rstrip('.')]
 
-@classmethod
-def _create(cls, path, cfg:Config, fingerprint:str, layouts:dict, text_dim:int)->TrajectoryStore:
+@patch(cls_method=True)
+def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict, text_dim:int)->TrajectoryStore:
     "Create (or re-open a compatible) store at `path` for experts trained with `cfg`."
     path = Path(path)
     new = dict(format='amd_nb.trajectories', version=1, config=cfg.to_dict(), fingerprint=fingerprint,
@@ -112,15 +97,16 @@ def _create(cls, path, cfg:Config, fingerprint:str, layouts:dict, text_dim:int)-
     atomic_write_json(path/'manifest.json', new)
     return cls(path).reindex()
 
-def _reindex(self:TrajectoryStore)->TrajectoryStore:
+@patch
+def reindex(self:TrajectoryStore)->TrajectoryStore:
     "Rebuild the manifest's expert index from the finished files (the files are the truth)."
     self.manifest['experts'] = {str(i): {'file': expert_file(i), **self.metrics(i)} for i in self.finished()}
     atomic_write_json(self.path/'manifest.json', self.manifest)
     return self
-TrajectoryStore.create, TrajectoryStore.reindex = _create, _reindex
 
 # %% ../nbs/03_experts.ipynb #a197f623
-def _write(self:TrajectoryStore,
+@patch
+def write(self:TrajectoryStore,
            i:int,                  # expert index
            image:torch.Tensor,     # θ_V^(0..T) [T+1, P_V]
            text:torch.Tensor,      # θ_L^(0..T) [T+1, P_L]
@@ -138,31 +124,32 @@ def _write(self:TrajectoryStore,
     if not manifest: return
     self.manifest.setdefault('experts', {})[str(i)] = {'file': expert_file(i), **(metrics or {})}
     atomic_write_json(self.path/'manifest.json', self.manifest)
-TrajectoryStore.write = _write
 
 # %% ../nbs/03_experts.ipynb #eb4179e7
+@patch
 def _file(self:TrajectoryStore, i:int)->Path:
     p = self.path/expert_file(i)
     if not p.exists(): raise StoreError(f"expert {i} is not in {self.path} (finished: {self.finished()})")
     return p
 
-def _metrics(self:TrajectoryStore, i:int)->dict:
+@patch
+def metrics(self:TrajectoryStore, i:int)->dict:
     "Metrics of expert `i`, read from its file's metadata."
     with safe_open(str(self._file(i)), framework='pt') as f: return json.loads((f.metadata() or {}).get('metrics', '{}'))
 
-def _getitem(self:TrajectoryStore, i:int)->ExpertTrajectory:
+@patch
+def __getitem__(self:TrajectoryStore, i:int)->ExpertTrajectory:
     "Load expert `i` (one file, memory-mapped) as float32 trajectories."
     with safe_open(str(self._file(i)), framework='pt') as f:
         meta = json.loads((f.metadata() or {}).get('metrics', '{}'))
         return ExpertTrajectory(i, f.get_tensor('image').float(), f.get_tensor('text').float(), meta)
 
-def _epoch(self:TrajectoryStore, i:int, modality:str, t:int)->torch.Tensor:
+@patch
+def epoch(self:TrajectoryStore, i:int, modality:str, t:int)->torch.Tensor:
     "θ_modality^(t) of expert `i`, read without loading the rest of the trajectory."
     if modality not in MODALITIES: raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if not 0 <= t <= self.epochs: raise IndexError(f"epoch {t} outside 0..{self.epochs}")
     with safe_open(str(self._file(i)), framework='pt') as f: return f.get_slice(modality)[t].float()
-
-TrajectoryStore._file, TrajectoryStore.metrics, TrajectoryStore.__getitem__, TrajectoryStore.epoch = _file, _metrics, _getitem, _epoch
 
 # %% ../nbs/03_experts.ipynb #18ca768f
 def _toy_layout(n:int)->ParamLayout:
@@ -170,35 +157,9 @@ def _toy_layout(n:int)->ParamLayout:
     return ParamLayout.of(torch.nn.Linear(n, 1, bias=False))
 
 # %% ../nbs/03_experts.ipynb #2df90262
-def _reset(module:torch.nn.Module):
-    for m in module.modules():
-        if m is not module and hasattr(m, 'reset_parameters'): m.reset_parameters()
-
-def init_dual_encoder(cfg:Config, text_dim:int, seed:int|None=None)->DualEncoder:
-    "Dual encoder for `cfg`: backbone built under `cfg.seed` (shared by all experts); heads (and a from-scratch trainable backbone) re-initialised under `seed`."
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_dual_encoder(cfg.model, text_dim, cfg.data.image_size)
-        if seed is not None:
-            torch.manual_seed(seed)
-            parts = [model.image.head, model.text]
-            if not (cfg.model.pretrained or model.image.frozen): parts.append(model.image.backbone)
-            for p in parts: _reset(p)
-    return model
-
 def expert_seed(seed:int, index:int)->int:
     "Seed of expert `index` under master `seed` (independent of how experts are split over processes)."
     return int.from_bytes(hashlib.sha256(f"amd_nb-expert-{seed}-{index}".encode()).digest()[:4], 'little')
-
-def caption_offsets(caption_image:torch.Tensor, n_images:int)->tuple[torch.Tensor, torch.Tensor]:
-    "First flat-caption index and caption count of each image (captions are image-major)."
-    counts = torch.bincount(caption_image, minlength=n_images)
-    return torch.cumsum(counts, 0) - counts, counts
-
-def sample_captions(caption_image:torch.Tensor, n_images:int, g:torch.Generator)->torch.Tensor:
-    "One random flat-caption index per image."
-    start, counts = caption_offsets(caption_image, n_images)
-    return start + (torch.rand(n_images, generator=g) * counts).long()
 
 # %% ../nbs/03_experts.ipynb #71355a88
 def _expert_bar(index:int, cfg:Config, show:bool):

@@ -9,11 +9,12 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 from .models import DualEncoder, ParamLayout, MODALITIES, logits_from, contrastive_loss
+from .registry import SAMPLERS, ENGINES
 
 # %% auto #0
-__all__ = ['ENGINES', 'StartEpochs', 'register_sampler', 'start_epoch_sampler', 'SyncSampler', 'AsyncSampler', 'Student',
-           'Segment', 'matching_loss', 'alignment', 'SynLeaves', 'minibatches', 'MatchOutput', 'unroll', 'tesla',
-           'meta_engine', 'toy_problem', 'meta_grads', 'cosine', 'compare_engines']
+__all__ = ['StartEpochs', 'register_sampler', 'start_epoch_sampler', 'SyncSampler', 'AsyncSampler', 'Student', 'Segment',
+           'matching_loss', 'alignment', 'SynLeaves', 'minibatches', 'MatchOutput', 'unroll', 'tesla', 'meta_engine',
+           'toy_problem', 'meta_grads', 'cosine', 'compare_engines']
 
 # %% ../nbs/06_matching.ipynb #075785ea
 class StartEpochs(NamedTuple):
@@ -21,16 +22,14 @@ class StartEpochs(NamedTuple):
     image: int
     text: int
 
-_SAMPLERS = {}
 def register_sampler(name:str):
-    "Decorator registering a sampler class under `name`."
-    def deco(cls): _SAMPLERS[name] = cls; cls.name = name; return cls
+    "Decorator registering a sampler class in `SAMPLERS` under `name`."
+    def deco(cls): cls.name = name; return SAMPLERS.register(name, cls)
     return deco
 
 def start_epoch_sampler(name:str, **kwargs):
     "An instance of the sampler registered as `name`."
-    if name not in _SAMPLERS: raise ValueError(f"unknown start-epoch sampler {name!r}; known: {sorted(_SAMPLERS)}")
-    return _SAMPLERS[name](**kwargs)
+    return SAMPLERS[name](**kwargs)
 
 def _uniform(hi:int, g:torch.Generator)->int:
     "An integer uniform in 0..hi (inclusive)."
@@ -40,6 +39,7 @@ def _uniform(hi:int, g:torch.Generator)->int:
 @register_sampler('sync')
 class SyncSampler:
     "MTT-VL / LoRS: one start epoch t ~ U{0..max_start_epoch-1} for both modalities (clamped so t+M ≤ T)."
+    windows = None   # synchronous: no per-modality windows
     def __init__(self, max_start_epoch:int=2): self.max_start_epoch = max_start_epoch
     @classmethod
     def from_config(cls, dcfg, store=None): return cls(dcfg.max_start_epoch)
@@ -68,6 +68,11 @@ class AsyncSampler:
         R_V = dcfg.window_image if dcfg.window_image is not None else curves.R_V
         R_L = dcfg.window_text if dcfg.window_text is not None else curves.R_L
         return cls(R_V, R_L, dcfg.max_gap, curves)
+
+    @property
+    def windows(self)->tuple[int, int]:
+        "(R_V, R_L): the start-epoch windows the report draws for any asynchronous sampler."
+        return self.R_V, self.R_L
 
     def __call__(self, g:torch.Generator, epochs:int, expert_epochs:int)->StartEpochs:
         top = epochs - expert_epochs
@@ -212,11 +217,10 @@ def tesla(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bo
     return _out(total, parts, final, seg)
 
 # %% ../nbs/06_matching.ipynb #4ea7431c
-ENGINES = {'unroll': unroll, 'tesla': tesla}
+ENGINES.register('unroll', unroll); ENGINES.register('tesla', tesla)
 
 def meta_engine(name:str)->Callable:
-    "The meta-gradient engine registered as `name` (`unroll` or `tesla`)."
-    if name not in ENGINES: raise ValueError(f"unknown meta-gradient engine {name!r}; known: {sorted(ENGINES)}")
+    "The meta-gradient engine registered in `ENGINES` as `name` (`unroll` or `tesla`)."
     return ENGINES[name]
 
 # %% ../nbs/06_matching.ipynb #3d495cf3

@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 
 from .models import ParamLayout
 from .models import MODALITIES
-from .experts import TrajectoryStore, ExpertTrajectory, StoreError, atomic_write_json
+from .experts import TrajectoryStore, ExpertTrajectory, StoreError
+from .io import atomic_write_json
 
 # %% auto #0
 __all__ = ['KERNELS', 'SAMPLES', 'FORMAT', 'mmd_linear', 'median_bandwidth', 'mmd_rbf', 'param_rows', 'update_magnitude',
@@ -172,7 +174,8 @@ class MMDCurves:
                 f"ratio=[{r}], T_med={self.median:.3g}, R_V={self.R_V}, R_L={self.R_L})")
 
 # %% ../nbs/04_mmd.ipynb #9ad561a2
-def _from_magnitudes(cls, per_expert:dict, expert_epochs:int=1, kernel:str='linear', samples:str='rows',
+@patch(cls_method=True)
+def from_magnitudes(cls:MMDCurves, per_expert:dict, expert_epochs:int=1, kernel:str='linear', samples:str='rows',
                      experts:list|None=None, unbiased:bool=False, eps:float=1e-12)->MMDCurves:
     "`MMDCurves` from per-expert curves {'image': [[...]], 'text': [[...]]} (T values per expert)."
     curves = {m: torch.tensor(per_expert[m], dtype=torch.float64) for m in MODALITIES}
@@ -189,31 +192,31 @@ def _from_magnitudes(cls, per_expert:dict, expert_epochs:int=1, kernel:str='line
     return cls(img.tolist(), txt.tolist(), ratio, med, R_V, R_L, len(ratio), expert_epochs, kernel, samples,
                list(range(len(curves['image']))) if experts is None else list(experts),
                {m: curves[m].tolist() for m in MODALITIES}, unbiased and kernel == 'rbf', eps)
-MMDCurves.from_magnitudes = classmethod(_from_magnitudes)
 
 # %% ../nbs/04_mmd.ipynb #efd88f3c
 FORMAT = 'amd_nb.mmd'
 
-def _to_json(self:MMDCurves)->dict:
+@patch
+def to_json(self:MMDCurves)->dict:
     "JSON-ready dict (with a format tag)."
     return {'format': FORMAT, 'version': 1, **asdict(self)}
 
-def _from_json(cls, d:dict)->MMDCurves:
+@patch(cls_method=True)
+def from_json(cls:MMDCurves, d:dict)->MMDCurves:
     "`MMDCurves` from `to_json` output."
     if d.get('format') != FORMAT: raise ValueError(f"not an MMD curves record (format {d.get('format')!r})")
     return cls(**{k: v for k, v in d.items() if k not in ('format', 'version')})
 
-def _save(self:MMDCurves, path)->Path:
+@patch
+def save(self:MMDCurves, path)->Path:
     "Write to `path` as JSON, atomically; returns the path."
     atomic_write_json(Path(path), self.to_json()); return Path(path)
 
-def _load(cls, path)->MMDCurves:
+@patch(cls_method=True)
+def load(cls:MMDCurves, path)->MMDCurves:
     "Read a saved `MMDCurves` (a clear error naming the file if it is not one)."
     try: return cls.from_json(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as e: raise ValueError(f"{path} is not a saved MMDCurves: {e}") from None
-
-MMDCurves.to_json, MMDCurves.save = _to_json, _save
-MMDCurves.from_json, MMDCurves.load = classmethod(_from_json), classmethod(_load)
 
 # %% ../nbs/04_mmd.ipynb #5f49e10f
 def expert_magnitudes(traj:ExpertTrajectory, layouts:dict, samples:str='rows', kernel:str='linear', unbiased:bool=True)->dict:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 from .config import ModelConfig
+from .registry import TOWERS, LOSSES, SIMILARITIES
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
@@ -82,22 +83,9 @@ class ImageTower(nn.Module):
         return self._frozen
 
 # %% ../nbs/02_models.ipynb #149d0ac3
-_TOWERS = {}
-
-def register_image_tower(name:str):
-    "Decorator registering an image-tower factory under `name` (a name ending in ':' is a family)."
-    def deco(f):
-        _TOWERS[name] = f
-        return f
-    return deco
-
-def _factory(name:str):
-    "The factory for `name` (exact match, else its `family:`), bound to the family argument."
-    if name in _TOWERS: return _TOWERS[name]
-    fam, _, arg = name.partition(':')
-    if arg and fam + ':' in _TOWERS: return partial(_TOWERS[fam + ':'], arg)
-    names = sorted(k + 'NAME' if k.endswith(':') else k for k in _TOWERS)
-    raise ValueError(f"unknown image tower {name!r}; choose from {names}")
+def register_image_tower(name:str, arg:str='NAME'):
+    "Decorator registering `factory(embed_dim, image_size, cfg) -> ImageTower` in `TOWERS` (a name ending in ':' is a family whose factory gets the argument first; `arg` names it in messages)."
+    return TOWERS.register(name, arg=arg)
 
 def image_tower(
     name:str,                    # a registered name: `convnet`, `efficientnet_lite0`, `nfnet_l0`, `timm:NAME`, `openclip:ARCH[/TAG]`
@@ -106,7 +94,7 @@ def image_tower(
     cfg:ModelConfig|None=None,   # width/depth/norm/pretrained settings; defaults to `ModelConfig()`
 )->ImageTower:
     "Build the image tower registered as `name`."
-    return _factory(name)(embed_dim, image_size, cfg or ModelConfig())
+    return TOWERS[name](embed_dim, image_size, cfg or ModelConfig())
 
 # %% ../nbs/02_models.ipynb #b14a72ce
 def _norm(kind:str, width:int)->nn.Module:
@@ -205,7 +193,7 @@ def _openclip_visual(spec:str, image_size:int, pretrained:bool)->nn.Module:
         raise RuntimeError(f"could not load open_clip weights {arch}/{tag} ({type(e).__name__}: {e}). Put them in the "
                            "Hugging Face cache ($HF_HOME), or use ModelConfig(pretrained=False).") from None
 
-@register_image_tower('openclip:')
+@register_image_tower('openclip:', arg='ARCH[/TAG]')
 def _openclip_tower(spec, embed_dim, image_size, cfg):
     "The visual tower of an open_clip model, pretrained if `cfg.pretrained`."
     vis = _openclip_visual(spec, image_size, cfg.pretrained)
@@ -348,12 +336,11 @@ class WeightedBCE(nn.Module):
         return torch.stack([bce[g].mean() for g in (pos, ~pos) if g.any()]).mean()
 
 # %% ../nbs/02_models.ipynb #2018d2e6
-_LOSSES = {'infonce': InfoNCE, 'soft_infonce': SoftInfoNCE, 'wbce': WeightedBCE}
+for _n, _c in (('infonce', InfoNCE), ('soft_infonce', SoftInfoNCE), ('wbce', WeightedBCE)): LOSSES.register(_n, _c)
 
 def contrastive_loss(name:str, **kwargs)->nn.Module:
-    "The contrastive loss registered as `name` ('infonce', 'soft_infonce', 'wbce'), built with `kwargs` (WBCE: `scale`)."
-    if name not in _LOSSES: raise ValueError(f"unknown contrastive loss {name!r}; choose from {sorted(_LOSSES)}")
-    return _LOSSES[name](**kwargs)
+    "The contrastive loss registered in `LOSSES` as `name` ('infonce', 'soft_infonce', 'wbce'), built with `kwargs` (WBCE: `scale`)."
+    return LOSSES[name](**kwargs)
 
 # %% ../nbs/02_models.ipynb #cc631a58
 def _diag_block(a:torch.Tensor, idx:torch.Tensor)->torch.Tensor:
@@ -378,7 +365,7 @@ class LowRankSim(nn.Module):
 # %% ../nbs/02_models.ipynb #c2bd6607
 class FullSim(nn.Module):
     "Learned similarity targets as a full n x n matrix, identity at initialisation."
-    def __init__(self, n:int):
+    def __init__(self, n:int, **_):
         super().__init__()
         self.S = nn.Parameter(torch.eye(n))
 
@@ -388,7 +375,7 @@ class FullSim(nn.Module):
 
 class IdentitySim(nn.Module):
     "Fixed identity targets (plain contrastive training); no parameters."
-    def __init__(self, n:int):
+    def __init__(self, n:int, **_):
         super().__init__()
         self.register_buffer('S', torch.eye(n), persistent=False)
 
@@ -396,12 +383,11 @@ class IdentitySim(nn.Module):
         "`I[idx][:, idx]` (all of `I` when `idx` is None)."
         return self.S if idx is None else (idx[:, None] == idx[None, :]).to(self.S.dtype)
 
+SIMILARITIES.register('lowrank', LowRankSim); SIMILARITIES.register('full', FullSim); SIMILARITIES.register('identity', IdentitySim)
+
 def similarity(kind:str, n:int, rank:int=10, alpha:float=1.0)->nn.Module:
-    "Similarity targets of `n` synthetic pairs: 'lowrank' (LoRS), 'full' or 'identity'."
-    if kind == 'lowrank': return LowRankSim(n, rank, alpha)
-    if kind == 'full': return FullSim(n)
-    if kind == 'identity': return IdentitySim(n)
-    raise ValueError(f"unknown similarity {kind!r}; choose from ['full', 'identity', 'lowrank']")
+    "Similarity targets of `n` synthetic pairs from `SIMILARITIES`: 'lowrank' (LoRS), 'full' or 'identity' (rank/α used by 'lowrank')."
+    return SIMILARITIES[kind](n, rank=rank, alpha=alpha)
 
 # %% ../nbs/02_models.ipynb #86f77c00
 def _rank_of(sims:torch.Tensor, target:torch.Tensor)->torch.Tensor:

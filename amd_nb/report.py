@@ -11,12 +11,14 @@ import plotly.io as pio
 
 from .config import Config
 from .data import EncodedSplit, load_split
-from .experts import TrajectoryStore, train_experts, atomic_write, atomic_write_json
+from .experts import TrajectoryStore, train_experts
+from .io import RunLayout, atomic_write, atomic_write_json
 from .mmd import mmd_windows, mmd_file
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
 from .distill import distill
-from .evaluate import METRICS, compare, markdown_table
+from .evaluate import METRICS, TABLE_METRICS, compare, markdown_table
+from .registry import SAMPLERS
 from . import viz
 
 # %% auto #0
@@ -27,9 +29,9 @@ __all__ = ['STAGES', 'Stages', 'DemoRun', 'metrics_summary', 'alignment_table_ht
 STAGES = ('experts', 'windows', 'prototypes', 'distill', 'evaluate', 'report')
 
 class Stages:
-    "Run named stages in order, skipping finished ones; their timings persist in `out/stages.json`."
-    def __init__(self, out:Path, say=print):
-        self.path, self.say = Path(out)/'stages.json', say
+    "Run named stages in order, skipping finished ones; their timings persist in the run's `stages.json`."
+    def __init__(self, layout:RunLayout, say=print):
+        self.path, self.say = layout.stages, say
         self.timings = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.ran = []
 
@@ -64,17 +66,17 @@ class DemoRun:
     @property
     def rows(self)->list[str]: return (['full'] if self.full else []) + list(self.coresets) + list(self.methods)
     @property
-    def comparison(self)->Path: return self.out/'comparison'
-    def run_dir(self, method:str)->Path: return self.comparison/'distill'/f"{method.replace('+', '_')}_B{self.budget}_s0"
+    def layout(self)->RunLayout: return RunLayout(self.out)
+    def run_dir(self, method:str)->Path: return self.layout.cell_run(method, self.budget, 0)
     def method_cfg(self, method:str)->Config:
         "The config `compare` distils `method` with (so the stage's runs are the ones it evaluates)."
         return self.cfg.override({'distill.method': method})
 
 # %% ../nbs/09b_report.ipynb #7512bdac
-def _store(run:DemoRun)->TrajectoryStore: return TrajectoryStore(run.out/'experts')
+def _store(run:DemoRun)->TrajectoryStore: return TrajectoryStore(run.layout.experts)
 
 def _experts_done(run:DemoRun)->bool:
-    p = run.out/'experts'/'manifest.json'
+    p = run.layout.experts/'manifest.json'
     return p.exists() and len(_store(run)) >= run.cfg.expert.n_experts
 
 def _windows(run:DemoRun):
@@ -83,7 +85,7 @@ def _windows(run:DemoRun):
 
 def _windows_file(run:DemoRun)->Path:
     dc = run.cfg.distill
-    return run.out/'experts'/mmd_file(dc.mmd_kernel, dc.mmd_samples, dc.expert_epochs, dc.mmd_kernel == 'rbf')
+    return run.layout.experts/mmd_file(dc.mmd_kernel, dc.mmd_samples, dc.expert_epochs, dc.mmd_kernel == 'rbf')
 
 def _prototypes(run:DemoRun, train:EncodedSplit)->dict:
     "SPM prototypes, K-means labels, a random pick and a 2-D UMAP of the first expert's joint features."
@@ -93,7 +95,7 @@ def _prototypes(run:DemoRun, train:EncodedSplit)->dict:
     res = dict(spm=spm.indices.tolist(), labels=spm.info['labels'].tolist(), spm_seconds=round(spm.seconds, 3),
                random=rnd.indices.tolist(), umap=[[round(a, 4), round(b, 4)] for a, b in xy.tolist()],
                umap_seconds=round(time.time() - t0, 2), n=len(feats))
-    atomic_write_json(run.out/'prototypes.json', res)
+    atomic_write_json(run.layout.prototypes, res)
     return res
 
 def _distilled(run:DemoRun, method:str)->bool: return (run.run_dir(method)/'synthetic'/'synthetic.json').exists()
@@ -105,10 +107,10 @@ def _distill_all(run:DemoRun, train:EncodedSplit):
         distill(run.method_cfg(m), _store(run), run.run_dir(m), train, callbacks=list(run.callbacks), progress=run.progress)
 
 def _evaluate(run:DemoRun)->dict:
-    return compare(run.cfg, _store(run), run.comparison, methods=run.rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)
+    return compare(run.cfg, _store(run), run.layout, methods=run.rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)
 
 def _evaluated(run:DemoRun)->bool:
-    p = run.comparison/'comparison.json'
+    p = run.layout.table('json')
     if not p.exists(): return False
     rows = json.loads(p.read_text())['rows']
     return all((m if m == 'full' else f"{m}@{run.budget}") in rows for m in run.rows)
@@ -150,7 +152,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th:first-child,td:first-child{text-align:left}.note{color:#555;font-size:.9em}
 h2{margin-top:2em;border-bottom:1px solid #ddd}code{background:#f4f4f4;padding:0 .2em}"""
 
-def metrics_table_html(metrics:dict, keys=('IR@1', 'IR@5', 'IR@10', 'TR@1', 'TR@5', 'TR@10', 'r_mean'))->str:
+def metrics_table_html(metrics:dict, keys=TABLE_METRICS)->str:
     "The methods of a `metrics.json` as an HTML table of mean ± std."
     head = '<tr><th>method</th>' + ''.join(f"<th>{k}</th>" for k in keys) + '<th>models</th></tr>'
     rows = [f"<tr><td>{html.escape(m)}</td>" + ''.join(f"<td>{r[k]:.1f} ± {r['std'][k]:.1f}</td>" for k in keys) + f"<td>{r['n']}</td></tr>"
@@ -179,9 +181,9 @@ def _log(path:Path)->list[dict]:
 
 def _captions(split:EncodedSplit)->list[str]: return [c[0] for c in split.pairs.captions]
 
-def _initial(syn:SyntheticSet, train:EncodedSplit)->SyntheticSet:
-    "The set as it was initialised (its real source pairs), for a before/after view."
-    return syn.initial(train)
+def _sampler_windows(run:DemoRun, method:str, syn:SyntheticSet)->tuple|None:
+    "The start-epoch windows of the sampler `method` ran with (`None` for a synchronous sampler), read from the sampler registry."
+    return SAMPLERS[syn.meta['sampler']].from_config(run.method_cfg(method).distill, _store(run)).windows
 
 def _intro(run:DemoRun, metrics:dict)->str:
     s = run.cfg; t = metrics['timings']
@@ -195,12 +197,12 @@ def _intro(run:DemoRun, metrics:dict)->str:
 
 def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
     "(heading, sentence, figure/HTML) of every section of the report."
-    curves, proto = _windows(run), json.loads((run.out/'prototypes.json').read_text())
+    curves, proto = _windows(run), json.loads(run.layout.prototypes.read_text())
     syn = {m: SyntheticSet.load(run.run_dir(m)/'synthetic') for m in run.methods}
     logs = {m: _log(run.run_dir(m)) for m in run.methods}
     first = run.methods[0]; T, M = _store(run).epochs, run.cfg.distill.expert_epochs
     secs = [('Retrieval after retraining', metrics['protocol'], metrics_table_html(metrics)),
-            ('Recall by method', 'Mean ± std over the retrained models.', viz.comparison_figure(run.comparison/'comparison.json', metrics=('IR@10', 'TR@10', 'r_mean')))]
+            ('Recall by method', 'Mean ± std over the retrained models.', viz.comparison_figure(run.layout.table('json'), metrics=('IR@10', 'TR@10', 'r_mean')))]
     if 'alignment' in metrics:
         secs.append(('How close the student gets', "Per method, the student's N inner steps on the set it started from and on the distilled "
                      "set, from expert segments drawn as the run draws them: the cosine of its displacement with the expert's M epochs, "
@@ -209,7 +211,7 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
     secs.append(('MMD curves and windows', "Per-modality update magnitude of the experts' parameters per epoch and their ratio; "
                  "the shaded bands are the start-epoch windows AMD samples from.", viz.mmd_figure(curves)))
     for m in run.methods:
-        w = (curves.R_V, curves.R_L) if syn[m].meta.get('sampler') == 'amd' else None
+        w = _sampler_windows(run, m, syn[m])
         secs.append((f"Start epochs drawn: {m}", f"Each iteration of <code>{m}</code> drew an image and a text start epoch "
                      f"({'asynchronously, inside the windows' if w else 'synchronously'}).", viz.sampling_figure(logs[m], T, M, w)))
     secs.append(('SPM prototypes', f"UMAP of the first expert's joint features of the {proto['n']} training pairs, coloured by K-means "
@@ -217,7 +219,7 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
                  f"SPM took {proto['spm_seconds']} s.",
                  viz.prototype_figure(proto['umap'], proto['labels'], syn[first].source.tolist(), proto['random'], _captions(train))))
     secs.append((f"Synthetic images: {first}", "Each distilled image titled by the real caption nearest its learned text embedding; "
-                 "below, the same pairs at initialisation.", viz.synthetic_figure(syn[first], train, n=16, before=_initial(syn[first], train))))
+                 "below, the same pairs at initialisation.", viz.synthetic_figure(syn[first], train, n=16, before=syn[first].initial(train))))
     for m in run.methods:
         secs.append((f"Run curves: {m}", 'Matching loss per modality, learned inner learning rates and similarity targets per iteration.',
                      viz.run_figure(logs[m])))
@@ -226,27 +228,27 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
 def write_report(run:DemoRun, metrics:dict, train:EncodedSplit)->Path:
     "Write `out/report.html` for a finished run; return its path."
     page = report_html(f"AMD on {run.cfg.data.source}: B = {run.budget}", _intro(run, metrics), report_sections(run, metrics, train))
-    atomic_write(run.out/'report.html', lambda p: Path(p).write_text(page, encoding='utf-8'))
-    return run.out/'report.html'
+    atomic_write(run.layout.report, lambda p: Path(p).write_text(page, encoding='utf-8'))
+    return run.layout.report
 
 # %% ../nbs/09b_report.ipynb #d746473f
 def run_demo(run:DemoRun)->dict:
     "Run (or resume) the main job described by `run`; write `metrics.json` and `report.html`; return the metrics."
     run.out.mkdir(parents=True, exist_ok=True)
-    st, c = Stages(run.out, run.say), run.cfg
-    st('experts', lambda: _experts_done(run), lambda: train_experts(c, run.out/'experts', progress=run.progress))
+    st, c, L = Stages(run.layout, run.say), run.cfg, run.layout
+    st('experts', lambda: _experts_done(run), lambda: train_experts(c, L.experts, progress=run.progress))
     train = load_split(c.data, 'train', progress=False, seed=c.seed)
     st('windows', lambda: _windows_file(run).exists(), lambda: _windows(run))
-    st('prototypes', lambda: (run.out/'prototypes.json').exists(), lambda: _prototypes(run, train))
+    st('prototypes', lambda: L.prototypes.exists(), lambda: _prototypes(run, train))
     st('distill', lambda: all(_distilled(run, m) for m in run.methods), lambda: _distill_all(run, train))
     st('evaluate', lambda: _evaluated(run), lambda: _evaluate(run))
-    comparison = json.loads((run.comparison/'comparison.json').read_text())
+    comparison = json.loads(L.table('json').read_text())
     test_images = len(load_split(_store(run).config.data, 'test', progress=False, seed=c.seed))
     m = metrics_summary(run, comparison, _windows(run), {k: v for k, v in st.timings.items() if k != 'report'}) | {'test_images': test_images}
     m['alignment'] = _alignment(run, train)
     st('report', lambda: False, lambda: write_report(run, m, train))
     m['timings'] = dict(st.timings)
-    atomic_write_json(run.out/'metrics.json', m)
+    atomic_write_json(L.metrics, m)
     run.say(markdown_table(comparison).split('\n\n')[0])
-    run.say(f"report: {os.path.relpath(run.out/'report.html')}\nmetrics: {os.path.relpath(run.out/'metrics.json')}")
+    run.say(f"report: {os.path.relpath(L.report)}\nmetrics: {os.path.relpath(L.metrics)}")
     return m

@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass, field
 import numpy as np
 import torch, torch.nn.functional as F
-from .data import EncodedSplit
+from .data import EncodedSplit, caption_offsets
 from .models import DualEncoder, normalize, CLIP_MEAN, CLIP_STD
-from .experts import TrajectoryStore, StoreError, expert_model, caption_offsets
+from .experts import TrajectoryStore, StoreError, expert_model
 from .train import image_inputs, encode_images
+from .registry import SELECTORS
 
 # %% auto #0
-__all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'SELECTORS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
+__all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
            'expert_embeddings', 'expert_features', 'clip_features', 'Selection', 'random_coreset', 'prototypes', 'spm',
            'toy_blobs', 'herding', 'k_center', 'select', 'umap_2d']
 
@@ -305,16 +306,15 @@ def k_center(
 # %% ../nbs/05_spm.ipynb #172f46e7
 def _random(features, k:int, seed:int=0)->Selection: return random_coreset(len(features), k, seed)
 
-SELECTORS = {'spm': spm, 'random': _random, 'herding': herding, 'kcenter': k_center}
+for _n, _f in (('spm', spm), ('random', _random), ('herding', herding), ('kcenter', k_center)): SELECTORS.register(_n, _f)
 
 def select(
-    name:str,   # 'spm', 'random', 'herding' or 'kcenter'
+    name:str,   # a name in `SELECTORS`: 'spm', 'random', 'herding' or 'kcenter'
     features,   # float [N, D] joint features of the real pairs
     k:int,      # how many pairs to select
     seed:int=0, # seeds the selector
 )->Selection:
     "Select `k` real pairs with the selector registered as `name`."
-    if name not in SELECTORS: raise ValueError(f"unknown selector {name!r}; choose from {sorted(SELECTORS)}")
     return SELECTORS[name](features, k, seed)
 
 # %% ../nbs/05_spm.ipynb #e1cf3e16

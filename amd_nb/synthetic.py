@@ -10,10 +10,11 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open, SafetensorError
 from safetensors.torch import save_file
+from fastcore.basics import patch
 
-from .data import DataError, EncodedSplit
+from .data import DataError, EncodedSplit, caption_offsets
 from .models import normalize, denormalize, similarity
-from .experts import atomic_write, caption_offsets
+from .io import atomic_write
 
 # %% auto #0
 __all__ = ['SyntheticSetError', 'random_indices', 'pick_captions', 'own_captions', 'SyntheticSet', 'gallery_html', 'Gallery']
@@ -143,8 +144,8 @@ def _check_index(index, n:int)->torch.LongTensor:
 
 def _stats_list(v)->list[float]: return torch.as_tensor(v, dtype=torch.float64).reshape(-1).tolist()
 
-@classmethod
-def _from_real(cls,
+@patch(cls_method=True)
+def from_real(cls:SyntheticSet,
                split:EncodedSplit,           # real training pairs
                index:torch.LongTensor,       # [B] real images to start from (`random_indices`, SPM prototypes …)
                mean, std,                    # per-channel pixel statistics of the image tower's input space
@@ -161,21 +162,21 @@ def _from_real(cls,
                  encoder=split.encoder, fingerprint=split.fingerprint(), caption=caption if isinstance(caption, str) else 'given')
     return cls(normalize(split.images[ix], facts['mean'], facts['std']), split.text[cap], lr_image, lr_text,
                sim, rank, alpha, ix, cap, {**(meta or {}), **facts}, generator)
-SyntheticSet.from_real = _from_real
 
 # %% ../nbs/06b_synthetic.ipynb #fa1c0c60
 _FORMAT, _VERSION = 'amd_nb.synthetic', 1           # what `synthetic.json` says it is
 _TENSORS, _HEADER = 'synthetic.safetensors', 'synthetic.json'  # the two files of a saved set
 
+@patch
 def _tensors(self:SyntheticSet)->dict[str, torch.Tensor]:
     "Every tensor to save, by name, on the CPU."
     t = dict(images=self.images, text=self.text, lr_image=self.lr_image, lr_text=self.lr_text,
              source=self.source, source_caption=self.source_caption, **{f'sim.{k}': v for k, v in self.sim.named_parameters()})
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
-SyntheticSet._tensors = _tensors
 
 # %% ../nbs/06b_synthetic.ipynb #61c388b9
-def _save(self:SyntheticSet,
+@patch
+def save(self:SyntheticSet,
           path,  # folder to write (created if needed; an older set there is replaced)
          )->Path:
     "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically."
@@ -186,7 +187,6 @@ def _save(self:SyntheticSet,
     atomic_write(path/_TENSORS, lambda p: save_file(tensors, str(p), metadata={'format': _FORMAT, 'save_id': sid}))
     atomic_write(path/_HEADER, lambda p: p.write_text(json.dumps(header, indent=1)))
     return path
-SyntheticSet.save = _save
 
 # %% ../nbs/06b_synthetic.ipynb #2b8cd67c
 def _read_header(f:Path)->dict:
@@ -225,8 +225,8 @@ def _build(cls, t:dict, h:dict)->SyntheticSet:
     if len(out) != h['B']: raise SyntheticSetError(f"{len(out)} pairs, header says B={h['B']}")
     return out
 
-@classmethod
-def _load(cls,
+@patch(cls_method=True)
+def load(cls:SyntheticSet,
           path, # folder written by `save` (or its synthetic.json)
          )->SyntheticSet:
     "Load a saved synthetic set; a `SyntheticSetError` naming the file if anything is missing or inconsistent."
@@ -236,21 +236,21 @@ def _load(cls,
     t = _read_tensors(folder/_TENSORS, h)
     try: return _build(cls, t, h)
     except (ValueError, RuntimeError, KeyError, TypeError) as e: raise SyntheticSetError(f"{folder/_TENSORS}: {e}") from None
-SyntheticSet.load = _load
 
 # %% ../nbs/06b_synthetic.ipynb #f3384449
-def _pixels(self:SyntheticSet)->torch.Tensor:
+@patch
+def pixels(self:SyntheticSet)->torch.Tensor:
     "The images as floats in [0, 1], [B,3,H,W] (detached)."
     if 'mean' not in self.meta or 'std' not in self.meta:
         raise SyntheticSetError("meta has no 'mean'/'std', so the images cannot be denormalised; record them in meta")
     return denormalize(self.images.detach(), self.meta['mean'], self.meta['std'])
-SyntheticSet.pixels = _pixels
 
-def _initial(self:SyntheticSet, split:EncodedSplit)->SyntheticSet:
+@patch
+def initial(self:SyntheticSet, split:EncodedSplit)->SyntheticSet:
     "The real pairs this set started from (`source` images with their `source_caption` texts), as a set — the 'before' of a before/after view."
     return SyntheticSet.from_real(split, self.source, self.meta['mean'], self.meta['std'], 0., 0., caption=self.source_caption)
-SyntheticSet.initial = _initial
 
+@patch
 def _check_space(self:SyntheticSet, split:EncodedSplit):
     "`split`'s captions must be embedded in the same space as the synthetic texts."
     enc = self.meta.get('encoder')
@@ -258,11 +258,11 @@ def _check_space(self:SyntheticSet, split:EncodedSplit):
         raise SyntheticSetError(f"synthetic texts are {enc!r} embeddings, the split's are {split.encoder!r}")
     d, ds = self.text.shape[1], split.text.shape[1]
     if d != ds: raise SyntheticSetError(f"synthetic texts have {d} dims, the split's captions {ds}")
-SyntheticSet._check_space = _check_space
 
 # %% ../nbs/06b_synthetic.ipynb #59d74adb
+@patch
 @torch.no_grad()
-def _nearest_captions(self:SyntheticSet,
+def nearest_captions(self:SyntheticSet,
                       split:EncodedSplit, # real captions to search (embedded by the same encoder)
                       k:int=3,            # captions per synthetic text
                       chunk:int=256,      # synthetic texts compared at once (bounds memory)
@@ -275,7 +275,6 @@ def _nearest_captions(self:SyntheticSet,
         v, i = (t @ real.T).topk(min(k, len(real)), dim=1)
         out += [[(caps[j], float(s)) for j, s in zip(ii.tolist(), vv.tolist())] for ii, vv in zip(i, v)]
     return out
-SyntheticSet.nearest_captions = _nearest_captions
 
 # %% ../nbs/06b_synthetic.ipynb #07937385
 def _png(x:torch.Tensor, scale:int=1)->bytes:
@@ -284,12 +283,12 @@ def _png(x:torch.Tensor, scale:int=1)->bytes:
     if scale > 1: im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     buf = io.BytesIO(); im.save(buf, 'PNG'); return buf.getvalue()
 
-def _entries(self:SyntheticSet, split:EncodedSplit, k:int=3)->list[dict]:
+@patch
+def caption_entries(self:SyntheticSet, split:EncodedSplit, k:int=3)->list[dict]:
     "One `captions.json` record per synthetic pair."
     return [dict(index=i, image=f"images/{i:04d}.png", source=int(s), source_caption=int(c),
                  nearest=[dict(caption=cap, similarity=round(v, 4)) for cap, v in near])
             for i, (s, c, near) in enumerate(zip(self.source.tolist(), self.source_caption.tolist(), self.nearest_captions(split, k)))]
-SyntheticSet.caption_entries = _entries
 
 # %% ../nbs/06b_synthetic.ipynb #01bf2e0d
 def _card(e:dict, src:str, px:int)->str:
@@ -321,7 +320,8 @@ def _page(title:str, body:str)->str:
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{t}</title></head>\n"
             f"<body><h1 style='font:18px sans-serif'>{t}</h1>\n{body}\n</body></html>\n")
 
-def _gallery(self:SyntheticSet,
+@patch
+def gallery(self:SyntheticSet,
              split:EncodedSplit, # real captions to read the synthetic texts by
              k:int=3,            # nearest captions per text
              scale:int=4,        # image upscaling
@@ -331,10 +331,10 @@ def _gallery(self:SyntheticSet,
     es, px = self.caption_entries(split, k)[:n], self.images.shape[-1] * scale
     srcs = ['data:image/png;base64,' + base64.b64encode(_png(x, scale)).decode() for x in self.pixels()[:n]]
     return Gallery(gallery_html(es, srcs, px))
-SyntheticSet.gallery = _gallery
 
 # %% ../nbs/06b_synthetic.ipynb #f52d66b5
-def _export(self:SyntheticSet,
+@patch
+def export(self:SyntheticSet,
             folder,              # output folder (created; files of an older export are replaced)
             split:EncodedSplit,  # real captions to read the synthetic texts by
             k:int=3,             # nearest captions per text
@@ -350,4 +350,3 @@ def _export(self:SyntheticSet,
     title = f"amd_nb synthetic set: {len(self)} pairs ({self.meta.get('method', 'method unknown')})"
     atomic_write(folder/'index.html', lambda p: p.write_text(_page(title, gallery_html(es, px=self.images.shape[-1] * scale)), encoding='utf-8'))
     return folder
-SyntheticSet.export = _export

@@ -8,12 +8,31 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .config import Config
 from .data import EncodedSplit
-from .models import DualEncoder, InfoNCE, MODALITIES, logits_from, normalize, recall_at_k
+from .models import DualEncoder, InfoNCE, MODALITIES, build_dual_encoder, logits_from, normalize, recall_at_k
 from .dist import shard_sizes, gather_rows, all_reduce_grads
 
 # %% auto #0
-__all__ = ['Pairs', 'batch_targets', 'image_inputs', 'encode_images', 'evaluate_retrieval', 'batch_loss', 'fit']
+__all__ = ['init_dual_encoder', 'Pairs', 'batch_targets', 'image_inputs', 'encode_images', 'evaluate_retrieval', 'batch_loss',
+           'fit']
+
+# %% ../nbs/02c_train.ipynb #565a7499
+def _reset(module:torch.nn.Module):
+    for m in module.modules():
+        if m is not module and hasattr(m, 'reset_parameters'): m.reset_parameters()
+
+def init_dual_encoder(cfg:Config, text_dim:int, seed:int|None=None)->DualEncoder:
+    "Dual encoder for `cfg`: backbone built under `cfg.seed` (shared by all experts); heads (and a from-scratch trainable backbone) re-initialised under `seed`."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_dual_encoder(cfg.model, text_dim, cfg.data.image_size)
+        if seed is not None:
+            torch.manual_seed(seed)
+            parts = [model.image.head, model.text]
+            if not (cfg.model.pretrained or model.image.frozen): parts.append(model.image.backbone)
+            for p in parts: _reset(p)
+    return model
 
 # %% ../nbs/02c_train.ipynb #db7aa733
 @dataclass

@@ -1,6 +1,6 @@
 """Is the matching problem real? How close a student gets to the expert, before and after distillation.
 
-    python benchmarks/alignment.py --experts runs/demo/experts [--runs runs/demo/comparison/distill] [--methods mtt_vl lors]
+    python benchmarks/alignment.py --experts runs/demo/experts [--out runs/demo] [--methods mtt_vl lors]
 
 For each method, `Distiller.probe` runs the student's N inner steps from expert segments drawn as
 the run draws them and prints, per modality, the mean cosine between the student's displacement
@@ -8,7 +8,7 @@ and the expert's M epochs, their length ratio, the matching loss (1 = a student 
 move) and the loss the best scalar inner lr would give (1 − cos²):
 
 - `initial`: the set the run starts from (random or SPM real pairs, learned lrs at their start);
-- `distilled`: the set saved in `<runs>/<method>_B<B>_s0` (skipped when that run is missing);
+- `distilled`: the set of the comparison's first run of the method in `--out` (`RunLayout.cell_run(method, B, 0)`; skipped when missing);
 - `full data`: the same student trained on the whole real split for M epochs from θ_t (the expert's
   own recipe, another order) — how much of an expert epoch is reproducible at all.
 """
@@ -49,7 +49,7 @@ def line(method:str, what:str, p:dict)->str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--experts', default='runs/demo/experts'); ap.add_argument('--preset', default='demo')
-    ap.add_argument('--runs', default=None, help='folder of distillation runs (default: <experts>/../comparison/distill)')
+    ap.add_argument('--out', default=None, help='the run folder whose comparison holds the distilled sets (default: the folder above --experts)')
     ap.add_argument('--methods', nargs='+', default=['mtt_vl', 'lors'])
     ap.add_argument('--segments', type=int, default=16)
     ap.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
@@ -60,10 +60,11 @@ def main():
     from amd_nb.experts import TrajectoryStore
     from amd_nb.data import load_split
     from amd_nb.distill import Distiller
+    from amd_nb.io import RunLayout
     store = TrajectoryStore(a.experts)
     train = load_split(store.config.data, 'train', progress=False, seed=store.config.seed)
     cfg = get_preset(a.preset).override(a.overrides)
-    runs = Path(a.runs) if a.runs else Path(a.experts).parent/'comparison'/'distill'
+    layout = RunLayout(a.out or Path(a.experts).parent)
     dc = cfg.distill
     print(f"preset {a.preset}, experts {a.experts} ({len(store)} × {store.epochs} epochs, {store.config.model.image_tower}), "
           f"B={dc.budget}, N={dc.syn_steps}, batch {dc.batch_syn}, M={dc.expert_epochs}, {a.segments} segments, seed 0")
@@ -73,7 +74,7 @@ def main():
         c = cfg.override({'distill.method': m})
         d = Distiller(c, store, train, progress=False)
         print(line(m, 'initial', d.probe(a.segments)), flush=True)
-        out = runs/f"{m.replace('+', '_')}_B{dc.budget}_s0"
+        out = layout.cell_run(m, dc.budget, 0)
         if (out/'checkpoint.safetensors').exists():
             print(line(m, f'distilled ({Distiller(c, store, train, out, progress=False).iteration} it)',
                        Distiller(c, store, train, out, progress=False).probe(a.segments)), flush=True)

@@ -12,6 +12,7 @@ import argparse, dataclasses
 from pathlib import Path
 from amd_nb.config import get_preset
 from amd_nb.experts import TrajectoryStore
+from amd_nb.io import RunLayout
 from amd_nb.data import load_split
 from amd_nb.synthetic import SyntheticSet
 from amd_nb.evaluate import synthetic_set, evaluate_set, _eval_cfg, format_result
@@ -28,6 +29,6 @@ store = TrajectoryStore(out/'experts')
 test = load_split(store.config.data, 'test', progress=False, seed=store.config.seed)
 for m in a.methods:
     for k in range(a.sets):
-        d = out/'comparison'/'distill'/f"{m.replace('+', '_')}_B{a.budget}_s{k}"/'synthetic'
+        d = RunLayout(out).cell_run(m, a.budget, k)/'synthetic'
         ts = dataclasses.replace(synthetic_set(SyntheticSet.load(d), m), targets=None, loss='infonce', name=f"{m} set {k}, InfoNCE")
         print(format_result(evaluate_set(ts, _eval_cfg(cfg, store), test, progress=False), ('IR@10', 'TR@10', 'r_mean')), flush=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from amd_nb.config import get_preset
 from amd_nb.data import load_split
-from amd_nb.experts import TrajectoryStore, train_experts, expert_model, evaluate_retrieval, expert_file
+from amd_nb.experts import TrajectoryStore, train_experts, expert_model, expert_file
+from amd_nb.train import evaluate_retrieval
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])

@@ -47,7 +47,8 @@ def child(a):
 
 def agreement(a):
     import torch
-    from amd_nb.experts import TrajectoryStore, init_dual_encoder
+    from amd_nb.experts import TrajectoryStore
+    from amd_nb.train import init_dual_encoder
     from amd_nb.data import load_split
     from amd_nb.models import normalize, LowRankSim
     from amd_nb.matching import Student, Segment, SynLeaves, minibatches, compare_engines, MODALITIES

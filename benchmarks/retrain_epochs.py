@@ -21,12 +21,12 @@ def main():
     from amd_nb.experts import TrajectoryStore
     from amd_nb.data import load_split
     from amd_nb.synthetic import SyntheticSet
-    from amd_nb.spm import random_coreset
-    from amd_nb.evaluate import evaluate_set, real_set, synthetic_set, _eval_cfg
+    from amd_nb.io import RunLayout
+    from amd_nb.evaluate import evaluate_set, coreset_of, synthetic_set, _eval_cfg
     root = Path(a.comparison); store = TrajectoryStore(root/'experts'); sc = store.config
     train, test = (load_split(sc.data, s, progress=False, seed=sc.seed) for s in ('train', 'test'))
-    sets = [real_set(train, random_coreset(len(train), a.budget, seed=0).indices, 'random')]
-    sets += [synthetic_set(SyntheticSet.load(root/'comparison'/'distill'/f"{m.replace('+', '_')}_B{a.budget}_s0"/'synthetic'), m) for m in a.methods]
+    sets = [coreset_of('random', train, a.budget, seed=0)[0]]
+    sets += [synthetic_set(SyntheticSet.load(RunLayout(root).cell_run(m, a.budget, 0)/'synthetic'), m) for m in a.methods]
     sets += [synthetic_set(SyntheticSet.load(d), n) for n, d in (e.split('=', 1) for e in a.extra)]
     print(f"B={a.budget}, set 0 of each method, {a.n_eval} models per set, test split; mean over models")
     print('| epochs | set | IR@10 | TR@10 | r_mean |'); print('|---|---|---|---|---|')

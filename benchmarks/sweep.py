@@ -46,7 +46,8 @@ def main():
     ap.add_argument('--quiet', action='store_true')
     a = ap.parse_args()
     from amd_nb.config import get_preset
-    from amd_nb.experts import TrajectoryStore, atomic_write_json
+    from amd_nb.experts import TrajectoryStore
+    from amd_nb.io import atomic_write_json
     from amd_nb.data import load_split
     store = TrajectoryStore(a.experts)
     train, val = (load_split(store.config.data, s, progress=False, seed=store.config.seed) for s in ('train', 'val'))

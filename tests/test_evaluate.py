@@ -50,7 +50,7 @@ def test_learned_lrs_used_unless_disabled(setup):
     _, info = train_model(ts, cfg.override({'eval.epochs': 1, 'eval.use_learned_lr': False}), seed=0)
     assert info['lrs'] == {'image': cfg.expert.lr_image, 'text': cfg.expert.lr_text}
 
-@pytest.mark.parametrize('method', CORESETS)
+@pytest.mark.parametrize('method', list(CORESETS))
 def test_coreset_pairs_each_image_with_its_own_caption(setup, method):
     "A coreset of budget B is B real pairs: B images, B texts, text i a caption of image i (the pairing bug this guards against)."
     cfg, store, syn, train, *_ = setup

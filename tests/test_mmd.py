@@ -5,7 +5,8 @@ import pytest, torch
 import amd_nb.mmd
 from amd_nb.config import get_preset
 from amd_nb.data import load_split
-from amd_nb.experts import train_experts, TrajectoryStore, StoreError, MODALITIES
+from amd_nb.experts import train_experts, TrajectoryStore, StoreError
+from amd_nb.models import MODALITIES
 from amd_nb.models import ParamLayout
 from amd_nb.mmd import (mmd_linear, mmd_rbf, median_bandwidth, update_magnitude, param_rows, windows_from_ratio,
                         mmd_curves, mmd_windows, mmd_file, MMDCurves)

@@ -86,7 +86,9 @@ def test_register_tiny_tower():
     def tiny(embed_dim, image_size, cfg): return ImageTower(torch.nn.Flatten(), 3 * image_size ** 2, embed_dim)
     m = build_dual_encoder(ModelConfig(image_tower='tiny_pytest', embed_dim=4), 5, 2)
     assert m(torch.zeros(3, 3, 2, 2), torch.randn(2, 5)).shape == (3, 2)
-    with pytest.raises(ValueError, match="'tiny_pytest'"): image_tower('nope')
+    with pytest.raises(ValueError, match="unknown image tower 'nope'; known: .*tiny_pytest"): image_tower('nope')
+    from amd_nb.registry import TOWERS
+    TOWERS.unregister('tiny_pytest')
 
 
 # ---------------------------------------------------------------- real backbones
