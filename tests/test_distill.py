@@ -119,3 +119,13 @@ def test_ctrl_c_mid_iteration_resumes_exactly(setup, tmp_path):
     with pytest.raises(KeyboardInterrupt): d.run()
     assert d.iteration == 3 and ckpt_iteration(tmp_path/'run'/'checkpoint.safetensors') == 3
     same_set(Distiller(c, store, train, tmp_path/'run', progress=False).run(), ref)
+
+def test_progress_bar_is_silent_on_a_finished_run(capsys):
+    "compare() resumes finished runs to read their sets: no misleading 'distill lors: 100% 300/300 [00:00<?]' bar."
+    from types import SimpleNamespace
+    from amd_nb.distill import ProgressBar
+    d = SimpleNamespace(iteration=300, cfg=SimpleNamespace(distill=SimpleNamespace(iterations=300)), method_name='lors')
+    bar = ProgressBar(); bar.on_start(d); bar.on_end(d)
+    assert bar.bar is None and 'distill lors' not in capsys.readouterr().err
+    d.iteration = 10; bar.on_start(d); bar.on_end(d)
+    assert 'distill lors' in capsys.readouterr().err                  # an unfinished run still shows its bar
