@@ -12,6 +12,7 @@ from torch import Tensor
 from PIL import Image
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.io.base_renderers import HtmlRenderer
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -31,7 +32,8 @@ __all__ = ['DOCS_RENDERER', 'AUTO_RENDERERS', 'COLORS', 'LR_COLORS', 'PALETTE', 
            'window_explorer']
 
 # %% ../nbs/09_viz.ipynb #dac16092
-DOCS_RENDERER = 'plotly_mimetype+notebook_connected'  # JSON for JupyterLab (offline) + small CDN-loading HTML for Quarto
+pio.renderers['cdn_html'] = HtmlRenderer(connected=True)   # `notebook_connected`'s figure HTML without its extra first output
+DOCS_RENDERER = 'plotly_mimetype+cdn_html'  # JSON for JupyterLab (offline) + small HTML that loads plotly.js from the CDN (Quarto)
 AUTO_RENDERERS = ('', 'plotly_mimetype', 'plotly_mimetype+notebook', 'notebook_connected', DOCS_RENDERER)  # plotly's automatic defaults (and ours)
 
 def setup_docs_renderer(

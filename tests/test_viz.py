@@ -43,7 +43,7 @@ def test_setup_docs_renderer(monkeypatch):
     "Ours replaces plotly's automatic defaults only; a renderer the user chose stays unless forced."
     monkeypatch.delenv('PLOTLY_RENDERER', raising=False)
     monkeypatch.setattr(pio.renderers, 'default', 'plotly_mimetype')              # plotly's default in a Jupyter kernel
-    assert setup_docs_renderer() == DOCS_RENDERER == 'plotly_mimetype+notebook_connected' == pio.renderers.default
+    assert setup_docs_renderer() == DOCS_RENDERER == 'plotly_mimetype+cdn_html' == pio.renderers.default
     monkeypatch.setattr(pio.renderers, 'default', 'browser')
     assert setup_docs_renderer() == 'browser' == pio.renderers.default
     assert setup_docs_renderer('notebook', force=True) == 'notebook'
@@ -56,6 +56,15 @@ def test_docs_renderer_draws_offline_in_jupyterlab_and_online_in_quarto():
     b = pio.renderers._build_mime_bundle(mmd_figure(CURVES).to_dict(), DOCS_RENDERER)
     assert b['application/vnd.plotly.v1+json']['data'][0]['name'].endswith('expert 0')
     assert 'cdn.plot.ly' in b['text/html'] and len(b['text/html']) < 100_000
+
+def test_docs_renderer_adds_no_output_of_its_own(monkeypatch):
+    "notebook_connected puts a CDN-only <script> output before the first figure (an error offline); ours does not."
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    InteractiveShell.instance()
+    monkeypatch.setattr(pio.renderers, 'default', DOCS_RENDERER)
+    with capture_output() as cap: go.Figure(go.Bar(y=[1])).show()
+    assert [set(o.data) >= {'application/vnd.plotly.v1+json', 'text/html'} for o in cap.outputs] == [True]
 
 # ---------------------------------------------------------------- prototypes
 
