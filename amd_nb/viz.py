@@ -491,7 +491,8 @@ class Dashboard(Callback):
         self.button.disabled, self.button.description = True, 'finished' if done else 'stopped'
         self.status.value = f"{d.method_name} {'finished' if done else 'stopped'}: {self.status.value}"
         # the cell that shows the dashboard keeps a static figure (saved with the notebook); a background thread's cell is gone
-        if self.handle is not None and threading.current_thread() is not self.thread: self.handle.update(self.snapshot())
+        # (a raw bundle: a plotly Figure displays itself as a new output, which would leave the widget in place)
+        if self.handle is not None and threading.current_thread() is not self.thread: self.handle.update(self._repr_mimebundle_(), raw=True)
 
     def run_in_background(self,
                           d,  # a `Distiller`; this dashboard is added to its callbacks

@@ -92,7 +92,7 @@ def test_quickstart_in_jupyterlab_offline(lab, page):
     assert not errors, errors
     figs = page.evaluate(FIGURES)
     print(f"\nbrowser: quickstart ran in JupyterLab in {time.time() - t0:.0f} s; plotly outputs drawn (SVG per output): {figs}")
-    assert len(figs) >= 4 and all(figs), f"a figure was not drawn offline: {figs}; console: {page.messages[-20:]}"   # MMD, images, 2 dashboards
+    assert len(figs) == 4 and all(figs), f"a figure was not drawn offline: {figs}; console: {page.messages[-20:]}"   # MMD, images, 2 dashboards
     text = page.evaluate("() => document.querySelector('.jp-Notebook').textContent")
     assert 'amd finished: it' in text and 'lors finished: it' in text, 'the dashboards did not end as static figures'
     assert not _bad(page), _bad(page)
@@ -108,6 +108,7 @@ def test_quickstart_in_jupyterlab_offline(lab, page):
     kinds = [set(o.get('data', {})) for c in saved['cells'] for o in c.get('outputs', [])]
     assert sum('application/vnd.plotly.v1+json' in k for k in kinds) >= 4, kinds                 # static figures saved with the notebook
     assert sum('text/html' in k and 'application/vnd.plotly.v1+json' in k for k in kinds) >= 2   # ... with HTML for the docs site
+    assert not any('application/vnd.jupyter.widget-view+json' in k for k in kinds), kinds       # the dashboards' widgets were replaced
     assert not _bad(page), _bad(page)
     assert not page.blocked, f"the page asked the network for {page.blocked[:5]}"
 

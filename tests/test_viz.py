@@ -384,6 +384,21 @@ def test_run_in_thread_interrupts_any_blocking_call():
     assert asyncio.run(run_in_thread(lambda x, y=1: x + y, 2, y=3)) == 5             # plain calls return their value
     with pytest.raises(ZeroDivisionError): asyncio.run(run_in_thread(lambda: 1 / 0))
 
+def test_ended_dashboard_replaces_its_widget_by_a_static_figure(monkeypatch):
+    "In a kernel the run's cell keeps a static figure: the widget's display is updated in place with a raw plotly bundle."
+    import amd_nb.viz as viz
+    calls = []
+    class Handle:
+        def update(self, obj, **kw): calls.append((obj, kw))
+    monkeypatch.setattr(viz, 'in_notebook', lambda: True)
+    monkeypatch.setattr('IPython.display.display', lambda *a, **k: Handle() if k.get('display_id') else None)
+    dash, d = Dashboard(every=2, mode='widget'), fake_distiller(iterations=3)
+    dash.thread = threading.Thread(target=lambda: None)                      # as in run_async's worker: Stop can be heard
+    drive(dash, d, 3)
+    (obj, kw), = calls
+    assert kw == {'raw': True} and 'application/vnd.plotly.v1+json' in obj
+    assert obj['application/vnd.plotly.v1+json']['layout']['title']['text'].startswith('amd finished: it 3/3')
+
 def test_foreground_dashboard_in_a_kernel_disables_stop(monkeypatch):
     "A plain `d.run()` in a kernel keeps it busy: Stop could not be heard, so it is disabled and says why."
     import amd_nb.viz as viz
