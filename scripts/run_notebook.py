@@ -9,11 +9,17 @@ the figure's JSON, which JupyterLab draws offline (also in a reopened notebook),
 plotly.js from the CDN, which the Quarto docs site shows. Widget outputs are dropped: without the kernel that
 made them they show only "model not found".
 """
-import os, re, sys
+import json, os, re, sys
 from pathlib import Path
 
 WIDGET = 'application/vnd.jupyter.widget-view+json'
 SKIP = re.compile(r'^#\|\s*(eval:\s*false|notest|slow)\b', re.M)
+
+def _join_sources(o):
+    "Plotly image traces have a `source` key: execnb's writer splits every `source` into lines, which it cannot read back."
+    if isinstance(o, dict): return {k: ''.join(v) if k == 'source' and isinstance(v, list) else _join_sources(v) for k, v in o.items()}
+    if isinstance(o, list): return [_join_sources(v) for v in o]
+    return o
 
 def run(fn:Path):
     from execnb.nbio import read_nb, write_nb
@@ -32,6 +38,11 @@ def run(fn:Path):
         if c.cell_type == 'code': c.outputs = [o for o in c.outputs if WIDGET not in o.get('data', {})]
     clean_nb(nb)
     write_nb(nb, fn)
+    d = json.loads(fn.read_text())
+    for c in d['cells']:
+        for o in c.get('outputs', []):
+            if 'data' in o: o['data'] = _join_sources(o['data'])
+    fn.write_text(json.dumps(d, indent=1, ensure_ascii=False) + '\n')
     print(f"{fn}: {fn.stat().st_size/1024:.0f} KiB with outputs")
 
 if __name__ == '__main__':
