@@ -30,7 +30,8 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OF
 
 test: env browser
 	$(TEST_ENV) $(BIN)/nbdev_test --n_workers 2 --timing
-	$(TEST_ENV) $(BIN)/python -m pytest -q tests
+	$(TEST_ENV) $(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py
+	$(TEST_ENV) $(BIN)/python -m pytest -q -s -rs tests/test_browser.py   # prints what the browser saw (or why it skipped)
 	$(TEST_ENV) $(BIN)/python scripts/check_docs.py
 
 # The browser test (tests/test_browser.py) drives Debian's Chromium with Playwright (installed into the venv by
