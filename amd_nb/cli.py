@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, json, os, re, sys, time
 from pathlib import Path
-from .config import Config, ConfigError, PRESETS, get_preset, load_config
+from .config import Config, ConfigError, PRESETS, get_preset, load_config, set_threads
 from .io import RunLayout
 
 # %% auto #0
@@ -31,6 +31,7 @@ def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.
     p.add_argument('--device', help='"auto", "cpu", "cuda" or "cuda:N" (sets device)')
     p.add_argument('--out', metavar='DIR', help='output folder (default: runs/<preset>)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--threads', type=int, metavar='N', help='torch CPU threads (default: $AMD_NB_THREADS, else 1 on a machine with ≤ 4 cores, else all)')
     return p
 
 def config_from_args(args)->Config:
@@ -57,13 +58,19 @@ def store_splits(store, *names:str)->list:
     return [load_split(store.config.data, s, progress=False, seed=store.config.seed) for s in names]
 
 # %% ../nbs/10_cli.ipynb #3a3f9ab5
+def _notice(prog:str):
+    "A printer of one-line notices of `prog` on stdout (None under torchrun except on rank 0)."
+    return (lambda s: print(f"{prog}: {s}", flush=True)) if os.environ.get('RANK', '0') == '0' else None
+
 def run_cli(prog:str, body, args)->int:
     "Run `body(args)`, turning expected errors into a one-line message and an exit status."
     from amd_nb.data import DataError
     from amd_nb.experts import StoreError
     from amd_nb.distill import DistillError
     from amd_nb.synthetic import SyntheticSetError
-    try: body(args); return 0
+    try:
+        set_threads(getattr(args, 'threads', None), say=_notice(prog))
+        body(args); return 0
     except (ConfigError, DataError, StoreError, DistillError, SyntheticSetError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:

@@ -11,9 +11,9 @@ from fastcore.basics import patch, patch_to
 from .registry import Registry, TOWERS, TEXT_ENCODERS, LOSSES, SIMILARITIES, SAMPLERS, ENGINES, INITS, METHODS
 
 # %% auto #0
-__all__ = ['pos', 'nonneg', 'PRESETS', 'ConfigError', 'field_meta', 'opt', 'choice', 'named', 'validate', 'DataConfig',
-           'ModelConfig', 'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config', 'get_preset', 'load_config',
-           'resolve_device', 'default_cache_dir']
+__all__ = ['pos', 'nonneg', 'PRESETS', 'SMALL_MACHINE', 'ConfigError', 'field_meta', 'opt', 'choice', 'named', 'validate',
+           'DataConfig', 'ModelConfig', 'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config', 'get_preset',
+           'load_config', 'resolve_device', 'default_cache_dir', 'default_threads', 'set_threads']
 
 # %% ../nbs/00_config.ipynb #bb76e4f2
 class ConfigError(ValueError):
@@ -320,3 +320,29 @@ def default_cache_dir()->Path:
     if os.environ.get('AMD_NB_CACHE'): return Path(os.environ['AMD_NB_CACHE']).expanduser()
     base = os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache'
     return Path(base)/'amd_nb'
+
+# %% ../nbs/00_config.ipynb #fb8630a3
+SMALL_MACHINE = 4  # machines with at most this many CPU cores default to one torch thread
+
+def default_threads()->tuple[int, str]:
+    "(torch CPU threads for a run, why): $AMD_NB_THREADS, else $OMP_NUM_THREADS, else 1 on a small machine, else torch's default."
+    for k in ('AMD_NB_THREADS', 'OMP_NUM_THREADS'):
+        if v := os.environ.get(k, '').strip():
+            if not v.isdigit() or int(v) < 1: raise ConfigError(f"{k}={v!r}: want a number of threads ≥ 1")
+            return int(v), f"${k}"
+    import torch
+    cores = os.cpu_count() or 1
+    if cores <= SMALL_MACHINE: return 1, f"{cores} CPU cores: one thread is fastest on a small, shared machine"
+    return torch.get_num_threads(), f"torch's default on {cores} CPU cores"
+
+def set_threads(
+    n:int|None=None,  # threads (None: `default_threads()`)
+    say=print,        # where the one-line notice goes (None: silent)
+)->int:               # the number of threads set
+    "Set torch's CPU threads for this process and say how many and why."
+    import torch
+    if n is not None and n < 1: raise ConfigError(f"threads: want a number ≥ 1, got {n}")
+    n, why = (n, 'asked for') if n is not None else default_threads()
+    torch.set_num_threads(n)
+    if say: say(f"torch: {n} CPU thread{'s' if n > 1 else ''} ({why}; AMD_NB_THREADS=N or --threads N to change)")
+    return n

@@ -81,6 +81,7 @@ class ProgressBar(Callback):
     "A tqdm bar over iterations with the current matching loss and inner lrs."
     def __init__(self, every:int=1): self.every, self.bar = every, None
     def on_start(self, d):
+        if d.iteration >= d.cfg.distill.iterations: return   # a finished run (resumed to read its result): nothing to show
         self.bar = tqdm(total=d.cfg.distill.iterations, initial=d.iteration, desc=f"distill {d.method_name}", dynamic_ncols=True)
     def on_iteration(self, d, rec):
         self.bar.update(1)

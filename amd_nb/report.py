@@ -105,6 +105,9 @@ def _distill_all(run:DemoRun, train:EncodedSplit):
         if _distilled(run, m): continue
         run.say(f"      distilling {m} (B={run.budget}, {run.cfg.distill.iterations} iterations)")
         distill(run.method_cfg(m), _store(run), run.run_dir(m), train, callbacks=list(run.callbacks), progress=run.progress)
+        if not _distilled(run, m):   # a callback (the dashboard's Stop) ended it early: stop the job as Ctrl-C would
+            raise KeyboardInterrupt(f"distilling {m} stopped before its {run.cfg.distill.iterations} iterations; its checkpoint "
+                                    f"is in {run.run_dir(m)}: run the job again to resume")
 
 def _evaluate(run:DemoRun)->dict:
     return compare(run.cfg, _store(run), run.layout, methods=run.rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_viz.ipynb #411005ad
 from __future__ import annotations
-import base64, io, json, math, sys, threading
+import asyncio, base64, contextvars, ctypes, io, json, math, os, sys, threading
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from torch import Tensor
 from PIL import Image
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.io.base_renderers import HtmlRenderer
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -24,23 +25,33 @@ from .distill import Callback
 from .evaluate import METRICS
 
 # %% auto #0
-__all__ = ['DOCS_RENDERER', 'COLORS', 'PALETTE', 'setup_docs_renderer', 'prototype_figure', 'mmd_figure', 'window_distribution',
-           'start_epoch_counts', 'sampling_figure', 'run_figure', 'synthetic_figure', 'load_comparison',
-           'comparison_figure', 'dashboard_figure', 'update_dashboard', 'in_notebook', 'summary_line', 'Dashboard',
-           'window_figure', 'window_explorer']
+__all__ = ['DOCS_RENDERER', 'AUTO_RENDERERS', 'COLORS', 'LR_COLORS', 'PALETTE', 'setup_docs_renderer', 'prototype_figure',
+           'mmd_figure', 'window_distribution', 'start_epoch_counts', 'sampling_figure', 'run_figure',
+           'synthetic_figure', 'load_comparison', 'comparison_figure', 'dashboard_figure', 'update_dashboard',
+           'in_notebook', 'summary_line', 'Dashboard', 'run_in_thread', 'window_figure', 'explorer_figures',
+           'window_explorer']
 
 # %% ../nbs/09_viz.ipynb #dac16092
-DOCS_RENDERER = 'notebook_connected'  # small text/html per figure, plotly.js from the CDN
+pio.renderers['cdn_html'] = HtmlRenderer(connected=True)   # `notebook_connected`'s figure HTML without its extra first output
+DOCS_RENDERER = 'plotly_mimetype+cdn_html'  # JSON for JupyterLab (offline) + small HTML that loads plotly.js from the CDN (Quarto)
+AUTO_RENDERERS = ('', 'plotly_mimetype', 'plotly_mimetype+notebook', 'notebook_connected', DOCS_RENDERER)  # plotly's automatic defaults (and ours)
 
 def setup_docs_renderer(
-    renderer:str=DOCS_RENDERER, # a plotly renderer string, e.g. 'plotly_mimetype+notebook_connected'
-)->str:                         # the renderer that was the default before
-    "Make figures display as small HTML that loads plotly.js from a CDN: visible in JupyterLab and on the nbdev/Quarto docs site."
-    old, pio.renderers.default = pio.renderers.default, renderer
-    return old
+    renderer:str=DOCS_RENDERER, # a plotly renderer string
+    force:bool=False,           # also replace a renderer the user chose (`PLOTLY_RENDERER`, or one set before)
+)->str:                         # the default renderer in force afterwards
+    "Show figures in JupyterLab with no network and on the docs site, unless the user chose a renderer."
+    if force or (not os.environ.get('PLOTLY_RENDERER') and (pio.renderers.default or '') in AUTO_RENDERERS):
+        pio.renderers.default = renderer
+    return pio.renderers.default
 
 # %% ../nbs/09_viz.ipynb #99a80812
 COLORS = {'image': '#1f77b4', 'text': '#ff7f0e', 'total': '#333333', 'rejected': '#d62728'}  # modality colours
+LR_COLORS = {'image': '#6baed6', 'text': '#fdae6b'}  # learned inner lrs: lighter shades of the modality colours, dotted
+
+def _lr_line(m:str)->dict:
+    "The line of a learned-lr trace of modality `m` (told apart from the same modality's loss in a shared legend)."
+    return dict(color=LR_COLORS[m], dash='dot')
 PALETTE = qualitative.Dark24  # cluster colours, cycled (cluster k gets PALETTE[k % 24])
 
 def _indices(x)->list[int]:
@@ -128,9 +139,10 @@ def _window(fig:go.Figure, name:str, hi:int, color:str, pos:str):
 def mmd_figure(
     curves:MMDCurves,       # from `mmd_windows` / `MMDCurves.from_magnitudes`
     per_expert:bool=True,   # thin lines for each expert's curve
+    windows:tuple|None=None, # (R_V, R_L) to shade instead of the curves' own (e.g. set by hand)
 )->go.Figure:
     "Per-modality update magnitudes (top), their ratio and median (bottom), and the windows [0, R_V], [0, R_L] shaded."
-    t = list(range(1, curves.epochs + 1))
+    t, (R_V, R_L) = list(range(1, curves.epochs + 1)), windows if windows is not None else curves.windows
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=(f"update magnitude ({curves.kernel}, {curves.samples})", 'ratio image / text'))
     for m in ('image', 'text'):
@@ -140,13 +152,14 @@ def mmd_figure(
         fig.add_scatter(x=t, y=getattr(curves, m), mode='lines+markers', name=m, line=dict(color=COLORS[m]), legendgroup=m, row=1, col=1)
     fig.add_scatter(x=t, y=curves.ratio, mode='lines+markers', name='ratio', line=dict(color=COLORS['total']), row=2, col=1)
     fig.add_scatter(x=[0, curves.epochs], y=[curves.median] * 2, mode='lines', name='median', line=dict(dash='dash', color='grey'), row=2, col=1)
-    _window(fig, 'image window [0, R_V]', curves.R_V, COLORS['image'], 'top right')
-    _window(fig, 'text window [0, R_L]', curves.R_L, COLORS['text'], 'bottom right')
+    _window(fig, 'image window [0, R_V]', R_V, COLORS['image'], 'top right')
+    _window(fig, 'text window [0, R_L]', R_L, COLORS['text'], 'bottom right')
     fig.update_xaxes(range=[-0.3, curves.epochs + 0.3], dtick=1)
     fig.update_xaxes(title='epoch (MMD of transition t−1 → t at t; windows in start epochs)', row=2, col=1)
     fig.update_yaxes(title='MMD' + ('²' if curves.kernel == 'rbf' else ''), row=1, col=1)
     fig.update_yaxes(title='ratio', row=2, col=1)
-    return fig.update_layout(height=560, title=f"MMD dynamic sampling: R_V = {curves.R_V}, R_L = {curves.R_L} (M = {curves.expert_epochs})")
+    own = '' if (R_V, R_L) == tuple(curves.windows) else f" (the curves give {curves.R_V}, {curves.R_L})"
+    return fig.update_layout(height=560, title=f"MMD dynamic sampling: R_V = {R_V}, R_L = {R_L}{own}, M = {curves.expert_epochs}")
 
 # %% ../nbs/09_viz.ipynb #25a65d09
 def window_distribution(
@@ -229,7 +242,7 @@ def _run_rows(history:list[dict])->list[tuple]:
     "(panel title, y-axis title, [(record key, trace name, colour)]) for the panels this history has."
     rows = [('matching loss', 'loss', [('loss', 'loss', COLORS['total']), ('loss_image', 'loss_image', COLORS['image']),
                                         ('loss_text', 'loss_text', COLORS['text'])]),
-            ('learned inner learning rates', 'lr', [('lr_image', 'lr_image', COLORS['image']), ('lr_text', 'lr_text', COLORS['text'])])]
+            ('learned inner learning rates', 'lr', [('lr_image', 'lr_image', _lr_line('image')), ('lr_text', 'lr_text', _lr_line('text'))])]
     if any('cos_image' in r for r in history):
         rows.insert(1, ("cosine of the student's and the expert's step", 'cos', [('cos_image', 'cos_image', COLORS['image']), ('cos_text', 'cos_text', COLORS['text'])]))
     if any('sim_diag' in r for r in history):
@@ -246,7 +259,7 @@ def run_figure(
     for i, (_, ytitle, traces) in enumerate(rows, 1):
         for key, name, color in traces:
             x, y = _series(history, key)
-            fig.add_scatter(x=x, y=y, mode='lines', name=name, line=dict(color=color), row=i, col=1)
+            fig.add_scatter(x=x, y=y, mode='lines', name=name, line=color if isinstance(color, dict) else dict(color=color), row=i, col=1)
         fig.update_yaxes(title=ytitle, row=i, col=1)
     x, y = _rejected(history)
     fig.add_scatter(x=x, y=y, mode='markers', name='rejected', marker=dict(symbol='x', size=10, color=COLORS['rejected']), row=1, col=1)
@@ -342,7 +355,10 @@ def dashboard_figure(
     "The dashboard's figure (losses, start epochs drawn, learned lrs, current images), filled from `history`."
     fig = make_subplots(rows=2, cols=2, column_widths=[0.6, 0.4], vertical_spacing=0.15, horizontal_spacing=0.1,
                         subplot_titles=('matching loss', 'start epochs drawn', 'learned inner lrs', 'synthetic images'))
-    for key, r, c, color in _LINES: fig.add_scatter(x=[], y=[], mode='lines', name=key, line=dict(color=COLORS[color]), row=r, col=c)
+    for key, r, c, m in _LINES:
+        lr = key.startswith('lr_')
+        fig.add_scatter(x=[], y=[], mode='lines', name=key, line=_lr_line(m) if lr else dict(color=COLORS[m]), row=r, col=c,
+                        legendgroup='lr' if lr else 'loss', legendgrouptitle_text='inner lr' if lr else 'matching loss')
     fig.add_scatter(x=[], y=[], mode='markers', name='rejected', marker=dict(symbol='x', size=9, color=COLORS['rejected']), row=1, col=1)
     fig.add_trace(_heatmap(torch.zeros(size, size, dtype=torch.long)), row=1, col=2)
     fig.add_trace(go.Image(source=_png_uri(torch.ones(3, 1, 1), 1), name='images', hoverinfo='skip'), row=2, col=2)
@@ -385,13 +401,19 @@ def summary_line(
             f"{rejected} rejected | {rec.get('seconds', 0):.3g} s/it")
 
 # %% ../nbs/09_viz.ipynb #25d3b64e
-def _controls(figure, on_stop, status:str):
-    "The Stop button, the status line and the box holding them above `figure`."
+def _controls(on_stop, status:str, blocking:bool):
+    "The Stop button, the status line, the figure's Output and the box holding them."
     import ipywidgets as W
-    button = W.Button(description='Stop', icon='stop', button_style='danger', tooltip='stop after this iteration (a checkpoint is written)')
+    tip = ("this cell keeps the kernel busy, so a click would only arrive after the run: use Kernel → Interrupt, "
+           "or run it with `await dash.run_async(...)`") if blocking else 'stop after this iteration (a checkpoint is written)'
+    button = W.Button(description='Stop', icon='stop', button_style='danger', tooltip=tip, disabled=blocking)
     button.on_click(lambda b: on_stop())
-    text = W.HTML(status)
-    return button, text, W.VBox([W.HBox([button, text]), figure])
+    text, view = W.HTML(status), W.Output()
+    return button, text, view, W.VBox([W.HBox([button, text]), view])
+
+def _mime_output(fig:go.Figure)->dict:
+    "`fig` as one display_data output in plotly's JSON mimetype (what an `Output` widget holds)."
+    return {'output_type': 'display_data', 'metadata': {}, 'data': pio.renderers['plotly_mimetype'].to_mimebundle(fig.to_dict())}
 
 def _report(dash, e:BaseException):
     "Show a background run's failure where the dashboard shows things."
@@ -401,7 +423,7 @@ def _report(dash, e:BaseException):
 
 # %% ../nbs/09_viz.ipynb #ede66939
 class Dashboard(Callback):
-    "Live view of a distillation: a FigureWidget and a Stop button in a notebook, one line per `every` iterations elsewhere."
+    "Live view of a distillation: a figure and a Stop button in a notebook, one line per `every` iterations elsewhere."
     def __init__(self,
                  every:int=10,     # refresh every this many iterations
                  mode:str='auto',  # 'auto' (widget in a Jupyter kernel, else text), 'widget' or 'text'
@@ -411,8 +433,8 @@ class Dashboard(Callback):
         if mode not in ('auto', 'widget', 'text'): raise ValueError(f"mode must be 'auto', 'widget' or 'text', got {mode!r}")
         if every < 1: raise ValueError(f"every must be ≥ 1, got {every}")
         self.every, self.mode, self.images, self.file = every, mode, images, file
-        self.figure = self.button = self.status = self.box = self.thread = self.result = self.error = self.d = None
-        self.shown = 0
+        self.figure = self.button = self.status = self.view = self.box = self.handle = self.thread = self.result = self.error = self.d = None
+        self.shown, self.running = 0, False
 
     @property
     def widget(self)->bool:
@@ -424,25 +446,40 @@ class Dashboard(Callback):
         from IPython.display import display
         if self.box is not None and self.d is d: return
         self.d, self.shown = d, 0
-        self.figure = go.FigureWidget(dashboard_figure(d.history, d.syn, d.store.epochs - d.dc.expert_epochs + 1, self.images))
-        self.button, self.status, self.box = _controls(self.figure, self.stop, f"starting at iteration {d.iteration} of {d.dc.iterations}")
-        display(self.box)
+        self.figure = dashboard_figure(d.history, d.syn, d.store.epochs - d.dc.expert_epochs + 1, self.images)
+        blocking = in_notebook() and threading.current_thread() is threading.main_thread() and self.thread is None
+        self.button, self.status, self.view, self.box = _controls(self.stop, f"starting at iteration {d.iteration} of {d.dc.iterations}", blocking)
+        self.view.outputs = (_mime_output(self.figure),)
+        self.handle = display(self.box, display_id=True) if in_notebook() else None
 
-    def stop(self):
-        "Ask the run to stop after the current iteration (what the Stop button does)."
-        if self.d is not None: self.d.stop()
-        if self.button is not None: self.button.disabled, self.button.description = True, 'stopping…'
+    def stop(self)->bool:
+        "Ask the run to stop after the current iteration (what the Stop button does); False when no distillation is running."
+        if self.d is not None and self.running: self.d.stop()
+        if self.button is not None and self.running: self.button.disabled, self.button.description = True, 'stopping…'
+        return self.running
 
     def refresh(self, d, rec:dict|None=None):
         "Redraw the figure (widget mode) or print one line (text mode) for the state of the run `d`."
         if not d.history: return
         rec = rec or d.history[-1]
         line = summary_line(rec, d.dc.iterations, sum(not r['ok'] for r in d.history))
-        if self.figure is not None: update_dashboard(self.figure, d.history, d.syn); self.status.value = line
+        if self.figure is not None:
+            update_dashboard(self.figure, d.history, d.syn); self.view.outputs = (_mime_output(self.figure),); self.status.value = line
         else: print(line, file=self.file or sys.stdout, flush=True)
         self.shown = rec['iteration']
 
+    def snapshot(self)->go.Figure:
+        "A static copy of the dashboard's figure, titled with its status line."
+        return go.Figure(self.figure).update_layout(title=dict(text=self.status.value, font_size=13), margin_t=80)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        "`dash` at the end of a cell: the static figure (plotly's default renderer, else its JSON mimetype)."
+        if self.figure is None: return {'text/plain': f"Dashboard(every={self.every}): nothing shown yet"}
+        snap = self.snapshot()
+        return snap._repr_mimebundle_(include, exclude) or _mime_output(snap)['data']
+
     def on_start(self, d):
+        self.running = True
         if self.widget: self.show(d)
         else: self.d, self.shown = d, 0
 
@@ -450,23 +487,76 @@ class Dashboard(Callback):
         if rec['iteration'] % self.every == 0: self.refresh(d, rec)
 
     def on_end(self, d):
+        self.running = False
         if d.history and self.shown != d.history[-1]['iteration']: self.refresh(d)
-        if self.button is not None:
-            self.button.disabled, self.button.description = True, 'stopped' if d.iteration < d.dc.iterations else 'finished'
+        if self.button is None: return
+        done = d.iteration >= d.dc.iterations
+        self.button.disabled, self.button.description = True, 'finished' if done else 'stopped'
+        self.status.value = f"{d.method_name} {'finished' if done else 'stopped'}: {self.status.value}"
+        # the cell that shows the dashboard keeps a static figure (saved with the notebook); a background thread's cell is gone
+        # (a raw bundle: a plotly Figure displays itself as a new output, which would leave the widget in place)
+        if self.handle is not None and threading.current_thread() is not self.thread: self.handle.update(self._repr_mimebundle_(), raw=True)
 
     def run_in_background(self,
                           d,  # a `Distiller`; this dashboard is added to its callbacks
-                         )->threading.Thread:
+                         ):
         "Run `d.run()` in a thread, so that the notebook stays responsive and Stop works; the result lands in `self.result`."
         if self not in d.callbacks: d.callbacks.append(self)
-        if self.widget: self.show(d)           # display from the calling (cell's) thread
         self.thread = threading.Thread(target=self._run, args=(d,), name='amd_nb-distill', daemon=True)
+        if self.widget: self.show(d)           # display from the calling (cell's) thread
         self.thread.start()
-        return self.thread
 
     def _run(self, d):
         try: self.result = d.run()
         except BaseException as e: self.error = e; _report(self, e)
+
+    def wait(self, timeout:float|None=None)->bool:
+        "Wait for a background run (`run_in_background`); True when it has ended."
+        if self.thread is not None: self.thread.join(timeout)
+        return self.thread is None or not self.thread.is_alive()
+
+    async def run_async(self,
+                        fn,                # a blocking call that distils with this dashboard: `Distiller.run`, `distill`, `run_demo`
+                        *args, **kwargs):  # passed to `fn`
+        "`await dash.run_async(fn, ...)`: run `fn` in a worker thread while the cell awaits it, so that Stop works; Kernel → Interrupt stops it too."
+        owner = getattr(fn, '__self__', None)    # `d.run`: this dashboard joins the distiller's callbacks
+        if isinstance(getattr(owner, 'callbacks', None), list) and self not in owner.callbacks: owner.callbacks.append(self)
+        return await run_in_thread(fn, *args, on_interrupt=self.stop, **kwargs)
+
+# %% ../nbs/09_viz.ipynb #0124eda8
+def _raise_in(thread:threading.Thread, exc:type|None):
+    "Raise `exc` in `thread` at its next Python instruction (None: cancel one not raised yet)."
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc) if exc is not None else None)
+
+async def run_in_thread(
+    fn,                     # a blocking call
+    *args,                  # its arguments
+    on_interrupt=None,      # called on Kernel → Interrupt; returns True when it stops `fn` itself (else `fn` gets a KeyboardInterrupt)
+    **kwargs,
+):                          # what `fn` returns (its exception is raised here)
+    "Await `fn(*args, **kwargs)` run in a worker thread: the kernel handles widget events meanwhile, and an interrupt reaches `fn`."
+    loop, ctx, lock, running = asyncio.get_running_loop(), contextvars.copy_context(), threading.Lock(), [True]
+    done = loop.create_future()
+    def work():
+        try:
+            try: res = (ctx.run(fn, *args, **kwargs), None)    # the cell's context: prints and displays land in the cell
+            finally:
+                with lock: running[0] = False; _raise_in(threading.current_thread(), None)
+        except BaseException as e: res = (None, e)
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(res))
+    t = threading.Thread(target=work, name='amd_nb-run', daemon=True); t.start()
+    interrupted = False
+    while not done.done():
+        try: await asyncio.shield(done)
+        except (asyncio.CancelledError, KeyboardInterrupt):    # Kernel → Interrupt cancels an awaiting cell
+            interrupted = True
+            if on_interrupt is not None and on_interrupt(): continue
+            with lock:
+                if running[0]: _raise_in(t, KeyboardInterrupt)
+    res, err = done.result()
+    if err is not None: raise err
+    if interrupted: raise KeyboardInterrupt('interrupted; the run stopped after its current iteration and saved a checkpoint')
+    return res
 
 # %% ../nbs/09_viz.ipynb #78cbd689
 def window_figure(
@@ -493,28 +583,32 @@ def _sliders(top:int, R_V:int, R_L:int)->dict:
     mk = lambda d, v: W.IntSlider(value=min(v, top), min=0, max=top, description=d, continuous_update=False)
     return {'R_V': mk('R_V', R_V), 'R_L': mk('R_L', R_L), 'max_gap': mk('max_gap', top)}
 
-def _follow(fw, mf, s:dict, T:int, M:int):
-    "Redraw the distribution (and the MMD figure's windows) from the slider values."
-    v = {k: w.value for k, w in s.items()}
-    P = window_distribution(v['R_V'], v['R_L'], v['max_gap'], T, M)
-    with fw.batch_update(): fw.data[0].z = P.T.tolist(); fw.layout.title.text = _window_title(P, **v)
-    if mf is not None:
-        with mf.batch_update(): mf.layout.shapes[0].x1, mf.layout.shapes[1].x1 = v['R_V'], v['R_L']
+def explorer_figures(
+    curves:MMDCurves|None,  # MMD curves to draw with the chosen windows (None: only the distribution)
+    R_V:int, R_L:int, max_gap:int|None, # the slider values
+    epochs:int, expert_epochs:int=1,    # T and M
+)->list[go.Figure]:         # [MMD figure (with curves), distribution heatmap]
+    "The window explorer's figures for one setting of its sliders."
+    mmd = [mmd_figure(curves, windows=(R_V, R_L)).update_layout(width=620, height=440)] if curves is not None else []
+    return mmd + [window_figure(R_V, R_L, max_gap, epochs, expert_epochs)]
 
 def window_explorer(
     curves:MMDCurves|None=None,   # MMD curves whose windows start the sliders (and are drawn)
     epochs:int|None=None,         # T (default: curves.epochs)
     expert_epochs:int|None=None,  # M (default: curves.expert_epochs, else 1)
-):                                # ipywidgets VBox, with `.sliders` and `.figures`
+):                                # ipywidgets VBox, with `.sliders` and `.figures` (the figures on screen)
     "Sliders for R_V, R_L and max_gap, showing the start-epoch distribution they imply (and the windows on the MMD curves)."
     import ipywidgets as W
     T = epochs if epochs is not None else getattr(curves, 'epochs', None)
     if T is None: raise ValueError("window_explorer needs `epochs` when no curves are given")
     M = expert_epochs or getattr(curves, 'expert_epochs', 1)
     s = _sliders(T - M, *(curves.windows if curves is not None else (T - M, T - M)))
-    fw = go.FigureWidget(window_figure(s['R_V'].value, s['R_L'].value, s['max_gap'].value, T, M))
-    mf = go.FigureWidget(mmd_figure(curves).update_layout(width=620, height=440)) if curves is not None else None
-    for w in s.values(): w.observe(lambda _: _follow(fw, mf, s, T, M), names='value')
-    box = W.VBox([W.HBox(list(s.values())), W.HBox([f for f in (mf, fw) if f is not None])])
-    box.sliders, box.figures = s, [f for f in (mf, fw) if f is not None]
+    views = [W.Output() for _ in range(2 if curves is not None else 1)]
+    box = W.VBox([W.HBox(list(s.values())), W.HBox(views)])
+    box.sliders, box.figures = s, []
+    def follow(_=None):
+        box.figures[:] = explorer_figures(curves, **{k: w.value for k, w in s.items()}, epochs=T, expert_epochs=M)
+        for v, f in zip(views, box.figures): v.outputs = (_mime_output(f),)
+    for w in s.values(): w.observe(follow, names='value')
+    follow()
     return box

@@ -133,3 +133,13 @@ def test_frozen_pretrained_trunk_end_to_end(tmp_path):
     assert not torch.equal(syn.images.detach(), x0)                                # pixels learn through the frozen trunk
     assert all(r['ok'] for r in d.history) and {'cos_image', 'cos_text'} <= set(d.history[-1])
     assert torch.equal(train.caption_image[syn.source_caption], syn.source)       # each text starts from its own image's caption
+
+def test_progress_bar_is_silent_on_a_finished_run(capsys):
+    "compare() resumes finished runs to read their sets: no misleading 'distill lors: 100% 300/300 [00:00<?]' bar."
+    from types import SimpleNamespace
+    from amd_nb.distill import ProgressBar
+    d = SimpleNamespace(iteration=300, cfg=SimpleNamespace(distill=SimpleNamespace(iterations=300)), method_name='lors')
+    bar = ProgressBar(); bar.on_start(d); bar.on_end(d)
+    assert bar.bar is None and 'distill lors' not in capsys.readouterr().err
+    d.iteration = 10; bar.on_start(d); bar.on_end(d)
+    assert 'distill lors' in capsys.readouterr().err                  # an unfinished run still shows its bar

@@ -32,3 +32,14 @@ def test_installed_package_loads_emoji(wheel, tmp_path):
     assert info['file'].startswith(str(target))
     assert sum(info['n'].values()) >= 1800 and min(info['n'].values()) > 0
     assert info['shape'][1:] == [3, 64, 64]
+
+def test_make_docs_without_quarto_says_how_to_get_it(tmp_path):
+    "`make docs` checks for Quarto before anything else: no install attempt (sudo, pip into another Python), a clear message."
+    import shutil, time
+    path = '/usr/bin:/bin'
+    if shutil.which('quarto', path=path): pytest.skip(f"quarto is installed on {path}: nothing to check here")
+    t0 = time.time()
+    r = subprocess.run(['make', '-s', 'docs'], cwd=ROOT, capture_output=True, text=True, env={'PATH': path, 'HOME': str(tmp_path)})
+    assert r.returncode != 0 and time.time() - t0 < 20
+    assert 'Quarto is not installed' in r.stdout and 'quarto.org' in r.stdout and "'make test' already checks the docs" in r.stdout
+    assert 'pip' not in r.stdout + r.stderr and 'sudo' not in r.stderr and not (ROOT/'_docs').exists() or (ROOT/'_docs').stat().st_mtime < t0

@@ -1,5 +1,6 @@
 "amd_nb.viz: figure structure (trace names, axes, data lengths, window bounds, counts), the window distribution, the dashboard (text, widget, Stop, background) and the window explorer."
-import dataclasses, io, json, math, re
+import asyncio, base64, dataclasses, io, json, math, re, threading, time
+import numpy as np
 from pathlib import Path
 from types import SimpleNamespace
 import pytest, torch
@@ -38,19 +39,32 @@ def names(fig): return [t.name for t in fig.data]
 
 # ---------------------------------------------------------------- renderer
 
-def test_setup_docs_renderer():
-    old = pio.renderers.default
-    try:
-        assert setup_docs_renderer() == old and pio.renderers.default == 'notebook_connected'
-        setup_docs_renderer('plotly_mimetype+notebook_connected')
-        assert pio.renderers.default == 'plotly_mimetype+notebook_connected'
-    finally: pio.renderers.default = old
+def test_setup_docs_renderer(monkeypatch):
+    "Ours replaces plotly's automatic defaults only; a renderer the user chose stays unless forced."
+    monkeypatch.delenv('PLOTLY_RENDERER', raising=False)
+    monkeypatch.setattr(pio.renderers, 'default', 'plotly_mimetype')              # plotly's default in a Jupyter kernel
+    assert setup_docs_renderer() == DOCS_RENDERER == 'plotly_mimetype+cdn_html' == pio.renderers.default
+    monkeypatch.setattr(pio.renderers, 'default', 'browser')
+    assert setup_docs_renderer() == 'browser' == pio.renderers.default
+    assert setup_docs_renderer('notebook', force=True) == 'notebook'
+    monkeypatch.setenv('PLOTLY_RENDERER', 'plotly_mimetype')                       # chosen in the environment: kept
+    monkeypatch.setattr(pio.renderers, 'default', 'plotly_mimetype')
+    assert setup_docs_renderer() == 'plotly_mimetype'
 
-def test_connected_html_is_small():
-    "A figure under the docs renderer is HTML that loads plotly.js from the CDN, not a multi-MB inline copy."
-    fig = mmd_figure(CURVES)
-    html = pio.renderers['notebook_connected'].to_mimebundle(fig.to_dict())['text/html']
-    assert 'cdn.plot.ly' in html and len(html) < 100_000
+def test_docs_renderer_draws_offline_in_jupyterlab_and_online_in_quarto():
+    "The JSON mimetype (JupyterLab's plotly extension, no network) and a small HTML that loads plotly.js from the CDN (Quarto)."
+    b = pio.renderers._build_mime_bundle(mmd_figure(CURVES).to_dict(), DOCS_RENDERER)
+    assert b['application/vnd.plotly.v1+json']['data'][0]['name'].endswith('expert 0')
+    assert 'cdn.plot.ly' in b['text/html'] and len(b['text/html']) < 100_000
+
+def test_docs_renderer_adds_no_output_of_its_own(monkeypatch):
+    "notebook_connected puts a CDN-only <script> output before the first figure (an error offline); ours does not."
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    InteractiveShell.instance()
+    monkeypatch.setattr(pio.renderers, 'default', DOCS_RENDERER)
+    with capture_output() as cap: go.Figure(go.Bar(y=[1])).show()
+    assert [set(o.data) >= {'application/vnd.plotly.v1+json', 'text/html'} for o in cap.outputs] == [True]
 
 # ---------------------------------------------------------------- prototypes
 
@@ -213,7 +227,7 @@ def test_comparison_figure_by_budget_and_errors(tmp_path):
 # ---------------------------------------------------------------- dashboard
 
 def fake_distiller(T=4, M=1, iterations=7):
-    d = SimpleNamespace(history=[], syn=syn_set(), iteration=0, stopped=False, callbacks=[],
+    d = SimpleNamespace(history=[], syn=syn_set(), iteration=0, stopped=False, callbacks=[], method_name='amd',
                         dc=SimpleNamespace(iterations=iterations, expert_epochs=M), store=SimpleNamespace(epochs=T))
     d.stop = lambda: setattr(d, 'stopped', True)
     return d
@@ -255,20 +269,40 @@ def test_dashboard_arguments_and_auto_mode():
     with pytest.raises(ValueError, match="mode must be"): Dashboard(mode='html')
     with pytest.raises(ValueError, match='every must be'): Dashboard(every=0)
 
+def shown(view)->dict:
+    "The figure an `Output` widget shows (plotly's JSON; arrays decoded)."
+    fig = view.outputs[-1]['data']['application/vnd.plotly.v1+json']
+    dec = lambda v: np.frombuffer(base64.b64decode(v['bdata']), v['dtype']).tolist() if isinstance(v, dict) and 'bdata' in v else v
+    return {**fig, 'data': [{k: dec(v) for k, v in t.items()} for t in fig['data']]}
+
 def test_dashboard_widget_mode_and_stop_button():
     d = fake_distiller(T=5, M=2)
     dash = Dashboard(every=2, mode='widget', images=4)
     dash.on_start(d)
-    assert isinstance(dash.figure, go.FigureWidget) and len(dash.figure.data[6].z) == 4      # T − M + 1
+    assert isinstance(dash.figure, go.Figure) and len(dash.figure.data[6].z) == 4      # T − M + 1
+    assert not dash.button.disabled                                                     # pytest's main thread is no kernel: nothing blocks
     traces = [id(t) for t in dash.figure.data]
     for i in range(1, 5):
         rec = record(i, 1, 2); d.history.append(rec); d.iteration = i; dash.on_iteration(d, rec)
     assert len(dash.figure.data[0].x) == 4 and [id(t) for t in dash.figure.data] == traces
+    assert shown(dash.view)['data'][0]['x'] == [1, 2, 3, 4]                             # the page draws the refreshed figure
     assert dash.status.value.startswith('it 4/7')
     dash.button.click()
-    assert d.stopped and dash.button.disabled
+    assert d.stopped and dash.button.disabled and dash.button.description == 'stopping…'
     dash.on_end(d)
-    assert dash.button.description == 'stopped'
+    assert dash.button.description == 'stopped' and dash.status.value.startswith('amd stopped: it 4/7')
+    snap = dash.snapshot()
+    assert snap.layout.title.text == dash.status.value and list(snap.data[0].x) == list(dash.figure.data[0].x) and snap is not dash.figure
+    assert 'application/vnd.plotly.v1+json' in dash._repr_mimebundle_()
+    assert dash.stop() is False                                                         # nothing runs: Stop does nothing
+
+def test_dashboard_lr_traces_differ_from_losses():
+    fig = dashboard_figure(size=3)
+    tr = {t.name: t for t in fig.data}
+    for m in ('image', 'text'):
+        assert tr[f'lr_{m}'].line.color != tr[f'loss_{m}'].line.color and tr[f'lr_{m}'].line.dash == 'dot'
+    assert {tr['lr_image'].legendgroup, tr['loss_image'].legendgroup} == {'lr', 'loss'}
+    assert run_figure([record(1)]).data[3].line.dash == 'dot'
 
 # ---------------------------------------------------------------- with a real distiller
 
@@ -303,10 +337,75 @@ def test_run_in_background(tiny, capsys):
     root, cfg, train, store = tiny
     dash = Dashboard(every=2, mode='text')
     d = Distiller(cfg.override({'distill.method': 'lors', 'distill.iterations': 5}), store, train, progress=False)
-    dash.run_in_background(d).join(timeout=120)
-    assert not dash.thread.is_alive() and dash.error is None and dash.result is d.syn and d.iteration == 5
+    assert dash.run_in_background(d) is None                                    # a cell ending on it shows nothing (no <Thread ...>)
+    assert dash.wait(120) and dash.error is None and dash.result is d.syn and d.iteration == 5
     assert dash in d.callbacks
     assert re.findall(r'^it (\d)/5', capsys.readouterr().out, re.M) == ['2', '4', '5']
+
+def test_run_async_stop_click_while_awaiting(tiny):
+    "What JupyterLab does with `await dash.run_async(d.run)`: the event loop stays free, so a click stops the run."
+    root, cfg, train, store = tiny
+    dash = Dashboard(every=1, mode='widget')
+    d = Distiller(cfg.override({'distill.method': 'amd', 'distill.iterations': 500}), store, train, root/'async', progress=False)
+    async def click_after(n):
+        while len(d.history) < n: await asyncio.sleep(0.01)
+        dash.button.click()
+    async def main(): return (await asyncio.gather(dash.run_async(d.run), click_after(2)))[0]
+    syn = asyncio.run(main())
+    assert syn is d.syn and 2 <= d.iteration < 500 and dash in d.callbacks
+    assert (root/'async'/'checkpoint.safetensors').exists() and dash.button.description == 'stopped'
+
+def test_run_async_interrupt_stops_the_distillation(tiny):
+    "Kernel → Interrupt cancels the awaiting cell: the run stops after its iteration, and the cell gets a KeyboardInterrupt."
+    root, cfg, train, store = tiny
+    dash = Dashboard(every=1, mode='text', file=io.StringIO())
+    d = Distiller(cfg.override({'distill.method': 'lors', 'distill.iterations': 500}), store, train, root/'interrupt', progress=False)
+    async def main():
+        task = asyncio.ensure_future(dash.run_async(d.run))
+        while len(d.history) < 2: await asyncio.sleep(0.01)
+        task.cancel()
+        return await task
+    with pytest.raises(KeyboardInterrupt, match='interrupted'): asyncio.run(main())
+    assert 2 <= d.iteration < 500 and not dash.running and (root/'interrupt'/'checkpoint.safetensors').exists()
+
+def test_run_in_thread_interrupts_any_blocking_call():
+    "Outside a distillation (experts, evaluation) an interrupt reaches the worker as a KeyboardInterrupt."
+    seen = []
+    def busy():
+        try:
+            t0 = time.time()
+            while time.time() - t0 < 30: sum(range(1000))
+        except KeyboardInterrupt: seen.append('interrupted'); raise
+    async def main():
+        task = asyncio.ensure_future(run_in_thread(busy)); await asyncio.sleep(0.2); task.cancel(); return await task
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt): asyncio.run(main())
+    assert seen == ['interrupted'] and time.time() - t0 < 10
+    assert asyncio.run(run_in_thread(lambda x, y=1: x + y, 2, y=3)) == 5             # plain calls return their value
+    with pytest.raises(ZeroDivisionError): asyncio.run(run_in_thread(lambda: 1 / 0))
+
+def test_ended_dashboard_replaces_its_widget_by_a_static_figure(monkeypatch):
+    "In a kernel the run's cell keeps a static figure: the widget's display is updated in place with a raw plotly bundle."
+    import amd_nb.viz as viz
+    calls = []
+    class Handle:
+        def update(self, obj, **kw): calls.append((obj, kw))
+    monkeypatch.setattr(viz, 'in_notebook', lambda: True)
+    monkeypatch.setattr('IPython.display.display', lambda *a, **k: Handle() if k.get('display_id') else None)
+    dash, d = Dashboard(every=2, mode='widget'), fake_distiller(iterations=3)
+    dash.thread = threading.Thread(target=lambda: None)                      # as in run_async's worker: Stop can be heard
+    drive(dash, d, 3)
+    (obj, kw), = calls
+    assert kw == {'raw': True} and 'application/vnd.plotly.v1+json' in obj
+    assert obj['application/vnd.plotly.v1+json']['layout']['title']['text'].startswith('amd finished: it 3/3')
+
+def test_foreground_dashboard_in_a_kernel_disables_stop(monkeypatch):
+    "A plain `d.run()` in a kernel keeps it busy: Stop could not be heard, so it is disabled and says why."
+    import amd_nb.viz as viz
+    monkeypatch.setattr(viz, 'in_notebook', lambda: True)
+    monkeypatch.setattr('IPython.display.display', lambda *a, **k: None)
+    dash = Dashboard(mode='widget'); dash.on_start(fake_distiller())
+    assert dash.button.disabled and 'Kernel → Interrupt' in dash.button.tooltip and 'run_async' in dash.button.tooltip
 
 def test_run_in_background_reports_errors(tiny):
     root, cfg, train, store = tiny
@@ -315,7 +414,7 @@ def test_run_in_background_reports_errors(tiny):
     buf = io.StringIO()
     dash = Dashboard(mode='text', file=buf)
     d = Distiller(cfg.override({'distill.method': 'mtt_vl', 'distill.iterations': 5}), store, train, callbacks=[Boom()], progress=False)
-    dash.run_in_background(d).join(timeout=120)
+    dash.run_in_background(d); dash.wait(120)
     assert isinstance(dash.error, RuntimeError) and dash.result is None and 'RuntimeError: boom' in buf.getvalue()
 
 # ---------------------------------------------------------------- window explorer
@@ -329,11 +428,20 @@ def test_window_explorer_sliders_drive_the_figures():
     ex = window_explorer(CURVES)
     top = CURVES.epochs - CURVES.expert_epochs
     assert [s.value for s in ex.sliders.values()] == [CURVES.R_V, CURVES.R_L, top] and all(s.max == top for s in ex.sliders.values())
-    mf, fw = ex.figures
-    ex.sliders['R_V'].value, ex.sliders['R_L'].value, ex.sliders['max_gap'].value = 3, 2, 1
-    assert torch.equal(torch.tensor(fw.data[0].z).T, window_distribution(3, 2, 1, CURVES.epochs, CURVES.expert_epochs))
-    assert (mf.layout.shapes[0].x1, mf.layout.shapes[1].x1) == (3, 2)
-    assert fw.layout.title.text.startswith('R_V=3, R_L=2, max_gap=1')
+    views = ex.children[1].children
+    def check(R_V, R_L, gap):
+        "Everything on screen agrees with the sliders: heatmap, its title, the shaded windows, the MMD title."
+        mf, fw = ex.figures
+        assert torch.equal(torch.tensor(fw.data[0].z, dtype=torch.float64).T, window_distribution(R_V, R_L, gap, CURVES.epochs, CURVES.expert_epochs))
+        assert fw.layout.title.text.startswith(f'R_V={R_V}, R_L={R_L}, max_gap={gap}:')
+        assert [(s.x1, s.label.text.split()[-1]) for s in mf.layout.shapes] == [(R_V, str(R_V)), (R_L, str(R_L))]
+        assert mf.layout.title.text.startswith(f'MMD dynamic sampling: R_V = {R_V}, R_L = {R_L}')
+        assert [shown(v)['layout']['title']['text'] for v in views] == [mf.layout.title.text, fw.layout.title.text]
+        assert shown(views[1])['data'][0]['z'] == fw.data[0].z or list(map(list, fw.data[0].z)) == shown(views[1])['data'][0]['z']
+    check(CURVES.R_V, CURVES.R_L, top)
+    ex.sliders['max_gap'].value = 1; check(CURVES.R_V, CURVES.R_L, 1)
+    ex.sliders['R_V'].value = 3; check(3, CURVES.R_L, 1)
+    ex.sliders['R_L'].value = 2; check(3, 2, 1)
 
 def test_window_explorer_without_curves():
     ex = window_explorer(None, epochs=6, expert_epochs=2)
