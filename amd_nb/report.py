@@ -22,8 +22,8 @@ from .registry import SAMPLERS
 from . import viz
 
 # %% auto #0
-__all__ = ['STAGES', 'Stages', 'DemoRun', 'metrics_summary', 'alignment_table_html', 'metrics_table_html', 'report_html',
-           'report_sections', 'write_report', 'run_demo']
+__all__ = ['STAGES', 'Stages', 'DemoRun', 'demo_folder', 'metrics_summary', 'alignment_table_html', 'metrics_table_html',
+           'report_html', 'report_sections', 'write_report', 'run_demo']
 
 # %% ../nbs/09b_report.ipynb #7e9bba4b
 STAGES = ('experts', 'windows', 'prototypes', 'distill', 'evaluate', 'report')
@@ -71,6 +71,16 @@ class DemoRun:
     def method_cfg(self, method:str)->Config:
         "The config `compare` distils `method` with (so the stage's runs are the ones it evaluates)."
         return self.cfg.override({'distill.method': method})
+
+# %% ../nbs/09b_report.ipynb #3b44c6ca
+def demo_folder(
+    preset:str='demo',           # the preset whose default output folder is wanted
+    start:str|Path|None=None,    # where to look from (default: the current folder, a notebook's own)
+)->Path:
+    "`runs/<preset>` of the project clone `start` sits in — where `make demo` and `amd-demo` write — else under `start`."
+    start = Path(start or Path.cwd()).resolve()
+    root = next((p for p in (start, *start.parents) if (p/'settings.ini').is_file() and (p/'nbs').is_dir()), start)
+    return root/'runs'/preset
 
 # %% ../nbs/09b_report.ipynb #7512bdac
 def _store(run:DemoRun)->TrajectoryStore: return TrajectoryStore(run.layout.experts)
