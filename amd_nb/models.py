@@ -10,6 +10,7 @@ from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 from .config import ModelConfig
 from .registry import TOWERS, LOSSES, SIMILARITIES
+from .checks import check_finite
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
@@ -408,7 +409,8 @@ def recall_at_k(
     caption_image:torch.Tensor,        # [N_txt] long: index of each caption's image
     ks=(1, 5, 10),                     # cut-offs K
 )->dict:                               # {'TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean'} in percent
-    "Image->text TR@K and text->image IR@K (percent) and their mean `r_mean`."
+    "Image->text TR@K and text->image IR@K (percent) and their mean `r_mean`; non-finite embeddings are a `NonFiniteError`, never a score."
+    check_finite(img_emb, 'image embeddings'); check_finite(txt_emb, 'caption embeddings')
     sims = F.normalize(img_emb.float(), dim=-1) @ F.normalize(txt_emb.float(), dim=-1).T
     ci = caption_image.to(sims.device).long()
     own = lambda rows, i: ci[None] == torch.arange(i, i + len(rows), device=rows.device)[:, None]
