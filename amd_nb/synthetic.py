@@ -15,6 +15,7 @@ from fastcore.basics import patch
 from .data import DataError, EncodedSplit, caption_offsets
 from .models import normalize, denormalize, similarity
 from .io import atomic_write
+from .checks import check_finite
 
 # %% auto #0
 __all__ = ['SyntheticSetError', 'random_indices', 'pick_captions', 'own_captions', 'SyntheticSet', 'gallery_html', 'Gallery']
@@ -212,6 +213,7 @@ def _read_tensors(f:Path, h:dict)->dict[str, torch.Tensor]:
     if sorted(t) != sorted(h['shapes']): raise SyntheticSetError(f"{f} holds {sorted(t)}, {_HEADER} lists {sorted(h['shapes'])}")
     for k, v in t.items():
         if list(v.shape) != h['shapes'][k]: raise SyntheticSetError(f"{f}: {k} has shape {list(v.shape)}, {_HEADER} says {h['shapes'][k]}")
+        check_finite(v, f"{f}: {k}", 'the set is damaged; distil it again', error=SyntheticSetError)
     return t
 
 # %% ../nbs/06b_synthetic.ipynb #9e2d55fd
