@@ -30,7 +30,7 @@ from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
 __all__ = ['Init', 'register_init', 'resolve_method', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError', 'Distiller',
-           'distill']
+           'distill_settings', 'distill']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 class Init(NamedTuple):
@@ -137,6 +137,10 @@ def _loss_kwargs(method:Method, dc)->dict: return {'scale': dc.wbce_scale} if me
 
 _NOT_RESULT = ('distill.iterations', 'distill.checkpoint_every', 'distill.max_bad_steps')   # settings a resumed run may change: more iterations extend it
 
+def distill_settings(cfg:Config, store:TrajectoryStore)->dict:
+    "What a distillation's result depends on (recorded in its checkpoints and set): the distill section but `_NOT_RESULT`, the seed, the experts."
+    return flat_settings(cfg.to_dict(), ('distill', 'seed'), drop=_NOT_RESULT, experts=store.identity, expert_indices=store.finished())
+
 @patch
 def _build(self:Distiller):
     scfg, dc = self.store.config, self.dc
@@ -147,7 +151,7 @@ def _build(self:Distiller):
     if dc.budget > len(self.train): raise ConfigError(f"distill.budget: {dc.budget} is larger than the {len(self.train)} training images")
     t0 = time.time(); init = INITS[self.method.init](self.cfg, self.store, self.train, self.g)
     self.init_seconds, self.selection = time.time() - t0, init.selection
-    self.settings = flat_settings(self.cfg.to_dict(), ('distill', 'seed'), drop=_NOT_RESULT, experts=self.store.identity, expert_indices=self.store.finished())
+    self.settings = distill_settings(self.cfg, self.store)
     used = dataclasses.replace(scfg, distill=dc, eval=self.cfg.eval, seed=self.cfg.seed, device=self.cfg.device)   # the store fixes data, model, experts
     meta = dict(method=self.method_name, **asdict(self.method), loss_kwargs=self.loss_kwargs, config=used.to_dict(), settings=self.settings,
                 store=str(self.store.path), image_tower=scfg.model.image_tower, seed=self.cfg.seed, init_seconds=round(self.init_seconds, 3))

@@ -102,15 +102,20 @@ def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict,
                epochs=cfg.expert.epochs, dtype=cfg.expert.storage_dtype, text_dim=text_dim,
                layout={m: layouts[m].to_json() for m in MODALITIES}, experts={})
     if (path/'manifest.json').exists():
-        old = cls(path).manifest
+        old = cls(path).check_config(cfg).manifest
         if old['fingerprint'] != fingerprint:
             raise StoreError(f"{path} holds experts trained on other data (fingerprint {old['fingerprint'][:12]} != {fingerprint[:12]}); use another output folder")
-        bad = setting_changes(_flat(_compat_config(old['config'])), _flat(_compat_config(new['config'])))
-        if bad: raise StoreError(f"{path} holds experts trained with other settings ({'; '.join(bad)}); use another output folder or delete {path}")
         new['config'] = old['config']    # the settings the experts were trained with; only the target count can grow
         new['config']['expert']['n_experts'] = max(old['config']['expert']['n_experts'], cfg.expert.n_experts)
     atomic_write_json(path/'manifest.json', new)
     return cls(path).reindex()
+
+@patch
+def check_config(self:TrajectoryStore, cfg:Config)->TrajectoryStore:
+    "The store, if its experts were trained with `cfg`'s data, model, expert settings and seed; else a `StoreError` naming each change."
+    bad = setting_changes(_flat(_compat_config(self.manifest['config'])), _flat(_compat_config(cfg.to_dict())))
+    if bad: raise StoreError(f"{self.path} holds experts trained with other settings ({'; '.join(bad)}); use another output folder or delete {self.path}")
+    return self
 
 @patch
 def reindex(self:TrajectoryStore)->TrajectoryStore:
@@ -216,11 +221,15 @@ def epoch(self:TrajectoryStore, i:int, modality:str, t:int)->torch.Tensor:
         return row.float()
 
 @patch
-def damaged(self:TrajectoryStore)->dict:
-    "{index: why} of the finished experts whose files cannot be used: unreadable (truncated), wrong shapes, non-finite or changed rows."
+def damaged(self:TrajectoryStore,
+            full:bool=True, # read every row (finite, checksums); False: only that each file opens with the right shapes
+           )->dict:         # {index: why}
+    "The finished experts whose files cannot be used: unreadable (truncated), wrong shapes, or (`full`) non-finite or changed rows."
     bad = {}
     for i in self.finished():
-        try: self[i]
+        try:
+            if full: self[i]
+            else: self.metrics(i)
         except StoreError as e: bad[i] = str(e)
     return bad
 
