@@ -114,7 +114,7 @@ def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict,
 def check_config(self:TrajectoryStore, cfg:Config)->TrajectoryStore:
     "The store, if its experts were trained with `cfg`'s data, model, expert settings and seed; else a `StoreError` naming each change."
     bad = setting_changes(_flat(_compat_config(self.manifest['config'])), _flat(_compat_config(cfg.to_dict())))
-    if bad: raise StoreError(f"{self.path} holds experts trained with other settings ({'; '.join(bad)}); use another output folder or delete {self.path}")
+    if bad: raise StoreError(f"{self.path} holds experts trained with other settings ({'; '.join(bad)}); use a new --out or delete {self.path}")
     return self
 
 @patch
