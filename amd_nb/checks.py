@@ -62,7 +62,9 @@ def _show(v)->str:
     s = v if isinstance(v, str) else json.dumps(v)
     return s if len(s) <= 40 else s[:12] + '…'
 
-def setting_changes(old:dict, new:dict)->list[str]:
+def setting_changes(old:dict, # settings recorded with a result
+                    new:dict, # this run's settings
+                   )->list[str]:
     "Each key whose value differs between `old` and `new`, as 'key: old → new'."
     return [f"{k}: {_show(old.get(k, _UNSET))} → {_show(new.get(k, _UNSET))}"
             for k in sorted(set(old) | set(new)) if old.get(k, _UNSET) != new.get(k, _UNSET)]

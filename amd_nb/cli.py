@@ -49,7 +49,9 @@ def run_layout(args)->RunLayout:
     "The run folder the command writes into: `--out`, else `runs/<preset>`."
     return RunLayout(args.out or f"runs/{args.preset}")
 
-def locked(prog:str, args):
+def locked(prog:str, # the command, recorded in the lock for whoever finds it held
+           args,     # its parsed arguments (`--out`, `--preset`)
+          ):
     "The lock of the run folder (`RunLayout.lock`), recording this command: one writer per `--out`."
     return run_layout(args).lock(' '.join([prog, *sys.argv[1:]]))
 

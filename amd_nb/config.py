@@ -90,7 +90,7 @@ class ModelConfig:
     embed_dim: int = opt(256, pos, '> 0') # joint embedding size of both towers
     pretrained: bool = opt(True) # load pretrained backbone weights where the tower has them
     freeze_backbone: bool = opt(False) # train (and record) only the image head
-    text_dropout: float = opt(0.0, lambda v: 0 <= v < 1, 'in [0, 1)') # dropout in the text projection head
+    text_dropout: float = opt(0.0, lambda v: 0 <= v < 1, 'in [0, 1)') # dropout in the text projection head (seeded: runs stay reproducible and resume exactly)
     temperature: float = opt(0.07, pos, '> 0') # fixed softmax temperature τ of the logits
     def __post_init__(self): validate(self)
 

@@ -137,7 +137,9 @@ def _loss_kwargs(method:Method, dc)->dict: return {'scale': dc.wbce_scale} if me
 
 _NOT_RESULT = ('distill.iterations', 'distill.checkpoint_every', 'distill.max_bad_steps')   # settings a resumed run may change: more iterations extend it
 
-def distill_settings(cfg:Config, store:TrajectoryStore)->dict:
+def distill_settings(cfg:Config,             # the run's config (its `distill` section and seed)
+                     store:TrajectoryStore,  # the experts it matches
+                    )->dict:                 # flat {dotted key: value}
     "What a distillation's result depends on (recorded in its checkpoints and set): the distill section but `_NOT_RESULT`, the seed, the experts."
     return flat_settings(cfg.to_dict(), ('distill', 'seed'), drop=_NOT_RESULT, experts=store.identity, expert_indices=store.finished())
 

@@ -216,12 +216,19 @@ def cell_settings(cfg:Config,             # the comparison's config
     keys = ('eval', 'seed') + (('distill',) if method in METHODS else ())
     return flat_settings(cfg.to_dict(), keys, drop=_CELL_DROP, experts=store.identity)
 
-def comparison_jobs(methods, budgets, n_syn_sets:int)->list:
+def comparison_jobs(methods,          # rows: 'full', coresets, methods
+                    budgets,          # B values
+                    n_syn_sets:int,   # sets per (row, budget)
+                   )->list:           # [(row, budget or None, set number)]
     "The (row, budget, set) cells of a comparison, in the order they are computed."
     jobs = [('full', None, 0)] if 'full' in methods else []
     return jobs + [(m, b, k) for b in budgets for m in methods if m != 'full' for k in range(n_syn_sets)]
 
-def pending_cells(cfg:Config, store:TrajectoryStore, layout:RunLayout, jobs:list)->list:
+def pending_cells(cfg:Config,             # the comparison's config
+                  store:TrajectoryStore,  # its experts
+                  layout:RunLayout,       # the run folder holding `comparison/cells/`
+                  jobs:list,              # `comparison_jobs(...)`
+                 )->list:                 # the jobs whose cell is still to compute
     "The cells of `jobs` not computed yet; a finished cell made with other settings is a `SettingsChanged`, a damaged one a `RunFileError`."
     todo = []
     for m, b, k in jobs:
