@@ -185,9 +185,12 @@ def _verify(self:TrajectoryStore, f, i:int, m:str, rows:torch.Tensor, ts:list[in
     if all((i, m, t) in self._verified for t in ts): return
     p = self.path/expert_file(i)
     check_finite(rows, f"{p}: {m} trajectory", _RETRAIN, error=StoreError)
-    sums = json.loads((f.metadata() or {}).get('row_sums', 'null') or 'null')
-    if sums is not None:   # stores written before checksums were recorded have none
-        got, want = torch.tensor(_row_sums(rows), dtype=torch.float64), torch.tensor([sums[m][t] for t in ts], dtype=torch.float64)
+    try:
+        sums = json.loads((f.metadata() or {}).get('row_sums', 'null') or 'null')
+        want = None if sums is None else torch.tensor([float(sums[m][t]) for t in ts], dtype=torch.float64)   # None: written before checksums were recorded
+    except (ValueError, KeyError, IndexError, TypeError) as e: raise StoreError(f"{p} is damaged (row checksums: {e!r}); {_RETRAIN}") from None
+    if want is not None:
+        got = torch.tensor(_row_sums(rows), dtype=torch.float64)
         tol = 1e-9 * (rows.double().abs().sum(-1).reshape(-1) + 1)
         if ((got - want).abs() > tol).any():
             t = ts[int(((got - want).abs() > tol).nonzero()[0])]

@@ -128,7 +128,7 @@ def _holder(fd:int)->str:
     try:
         h = json.loads(os.pread(fd, 4096, 0).decode() or '{}')
         return f"pid {h['pid']} on {h['host']}: {h['command']}, since {h['since']}"
-    except (ValueError, KeyError, OSError): return 'another process'
+    except (ValueError, KeyError, TypeError, OSError): return 'another process'
 
 def _open_lock(folder:Path)->int:
     "A file descriptor of `folder/.lock` (the folder created), or a `RunFileError`/`WriteError` naming the folder."

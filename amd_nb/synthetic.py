@@ -180,8 +180,9 @@ def _tensors(self:SyntheticSet)->dict[str, torch.Tensor]:
 def save(self:SyntheticSet,
           path,  # folder to write (created if needed; an older set there is replaced)
          )->Path:
-    "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically."
+    "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically; a set holding NaN or ±inf is refused (`SyntheticSetError`)."
     path, tensors, sid = Path(path), self._tensors(), uuid.uuid4().hex
+    for k, v in tensors.items(): check_finite(v, f"synthetic set to save in {path}: {k}", error=SyntheticSetError)
     path.mkdir(parents=True, exist_ok=True)
     header = dict(format=_FORMAT, version=_VERSION, save_id=sid, B=len(self), sim=self.meta['sim'],
                   shapes={k: list(v.shape) for k, v in tensors.items()}, meta=self.meta)
