@@ -6,12 +6,12 @@
 from __future__ import annotations
 import argparse, json, os, re, sys, time
 from pathlib import Path
-from .config import Config, ConfigError, PRESETS, get_preset, load_config, set_threads
+from .config import Config, ConfigError, PRESETS, get_preset, load_config, resolve_device, set_threads
 from .io import RunLayout
 
 # %% auto #0
-__all__ = ['base_parser', 'config_from_args', 'run_layout', 'open_store', 'store_splits', 'run_cli', 'amd_buffer', 'amd_distill',
-           'amd_compare', 'amd_eval', 'amd_demo']
+__all__ = ['base_parser', 'config_from_args', 'run_layout', 'locked', 'open_store', 'store_splits', 'expected_errors', 'run_cli',
+           'amd_buffer', 'amd_distill', 'amd_compare', 'amd_eval', 'amd_demo']
 
 # %% ../nbs/10_cli.ipynb #53ca9d6f
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -24,7 +24,7 @@ def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.
     "An argument parser with the options every amd_nb command shares."
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
     p.add_argument('--preset', default=default_preset, choices=sorted(PRESETS), help='starting settings')
-    p.add_argument('--config', metavar='FILE', help='YAML/JSON config applied on top of the preset')
+    p.add_argument('--config', metavar='FILE', help='YAML/JSON/TOML config applied on top of the preset')
     p.add_argument('--set', metavar='KEY=VALUE', action='append', default=[], dest='overrides',
                    help='override one setting, e.g. --set expert.epochs=5 (repeatable)')
     p.add_argument('--data', metavar='SOURCE', help='"emoji", a Karpathy-layout root, or a folder/CSV/JSONL of pairs (sets data.source)')
@@ -35,44 +35,61 @@ def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.
     return p
 
 def config_from_args(args)->Config:
-    "The validated `Config` described by parsed command-line `args`."
+    "The validated `Config` described by parsed command-line `args` (its device checked to exist here)."
     base = get_preset(args.preset)
     cfg = load_config(args.config, base=base) if args.config else base
     sets = list(args.overrides)
     if args.data: sets.append(f"data.source={args.data}")
     if args.device: sets.append(f"device={args.device}")
-    return cfg.override(sets)
+    cfg = cfg.override(sets)
+    resolve_device(cfg.device)
+    return cfg
 
 def run_layout(args)->RunLayout:
     "The run folder the command writes into: `--out`, else `runs/<preset>`."
     return RunLayout(args.out or f"runs/{args.preset}")
+
+def locked(prog:str, # the command, recorded in the lock for whoever finds it held
+           args,     # its parsed arguments (`--out`, `--preset`)
+          ):
+    "The lock of the run folder (`RunLayout.lock`), recording this command: one writer per `--out`."
+    return run_layout(args).lock(' '.join([prog, *sys.argv[1:]]))
 
 def open_store(args, layout:RunLayout):
     "The trajectory store a command reads: `--experts`, else the run's `experts/`."
     from amd_nb.experts import TrajectoryStore
     return TrajectoryStore(args.experts or layout.experts)
 
-def store_splits(store, *names:str)->list:
-    "The splits `names` of the data the store's experts were trained on."
+def store_splits(store, *names:str, cache_dir:str|None=None)->list:
+    "The splits `names` of the data the store's experts were trained on, embedded into the run's cache folder `cache_dir`."
     from amd_nb.data import load_split
-    return [load_split(store.config.data, s, progress=False, seed=store.config.seed) for s in names]
+    return [load_split(store.data_config(cache_dir), s, progress=False, seed=store.config.seed) for s in names]
 
 # %% ../nbs/10_cli.ipynb #3a3f9ab5
 def _notice(prog:str):
     "A printer of one-line notices of `prog` on stdout (None under torchrun except on rank 0)."
     return (lambda s: print(f"{prog}: {s}", flush=True)) if os.environ.get('RANK', '0') == '0' else None
 
-def run_cli(prog:str, body, args)->int:
-    "Run `body(args)`, turning expected errors into a one-line message and an exit status."
+def expected_errors()->tuple:
+    "The project's error types: a command turns each into one line naming the value or file at fault, and exit status 2."
+    from amd_nb.checks import NonFiniteError, SettingsChanged
     from amd_nb.data import DataError
     from amd_nb.experts import StoreError
     from amd_nb.distill import DistillError
+    from amd_nb.io import RunFileError
+    from amd_nb.models import ModelError
+    from amd_nb.registry import UnknownName
     from amd_nb.synthetic import SyntheticSetError
+    return (ConfigError, DataError, StoreError, DistillError, SyntheticSetError, NonFiniteError, SettingsChanged, RunFileError,
+            ModelError, UnknownName, FileNotFoundError)
+
+def run_cli(prog:str, body, args)->int:
+    "Run `body(args)`, turning expected errors into a one-line message and an exit status."
     try:
         set_threads(getattr(args, 'threads', None), say=_notice(prog))
         body(args); return 0
-    except (ConfigError, DataError, StoreError, DistillError, SyntheticSetError, FileNotFoundError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr); return 2
+    except expected_errors() as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; finished work is saved, run the same command again to resume", file=sys.stderr); return 130
 
@@ -83,7 +100,7 @@ def _buffer(args):
     cfg = config_from_args(args)
     out = run_layout(args).experts
     t0 = time.time()
-    store = train_experts(cfg, out, progress=not args.quiet)
+    with locked('amd-buffer', args): store = train_experts(cfg, out, progress=not args.quiet)
     if not is_main_process(): return        # under torchrun only rank 0 reports
     last = [store[i].metrics.get('val', [{}])[-1:] for i in store.finished()]
     print(f"{len(store)} experts × {store.epochs} epochs in {out} ({time.time()-t0:.1f} s)")
@@ -103,7 +120,7 @@ def _distill(args):
     layout = run_layout(args); store = open_store(args, layout)
     out = layout.distill(cfg.distill.method)
     t0 = time.time()
-    syn = distill(cfg, store, out, progress=not args.quiet)
+    with locked('amd-distill', args): syn = distill(cfg, store, out, progress=not args.quiet)
     log = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines()]
     k = max(1, len(log) // 10)
     first, last = (sum(r['loss'] for r in log[s] if r['ok']) / max(1, sum(r['ok'] for r in log[s])) for s in (slice(0, k), slice(-k, None)))
@@ -122,7 +139,8 @@ def _compare(args):
     from amd_nb.evaluate import compare
     cfg = config_from_args(args)
     layout = run_layout(args); store = open_store(args, layout)
-    compare(cfg, store, layout, methods=args.methods, budgets=args.budgets, n_syn_sets=args.n_syn_sets, progress=not args.quiet)
+    with locked('amd-compare', args):
+        compare(cfg, store, layout, methods=args.methods, budgets=args.budgets, n_syn_sets=args.n_syn_sets, progress=not args.quiet)
     print(layout.table('md').read_text())
 
 def amd_compare(argv:list[str]|None=None)->int:
@@ -163,14 +181,15 @@ def _eval(args):
     from amd_nb.io import atomic_write_json
     cfg = config_from_args(args)
     layout = run_layout(args); store = open_store(args, layout)
-    train, test = store_splits(store, 'train', cfg.eval.split)
-    val = store_splits(store, 'val')[0] if cfg.eval.select_on_val else None
+    train, test = store_splits(store, 'train', cfg.eval.split, cache_dir=cfg.data.cache_dir)
+    val = store_splits(store, 'val', cache_dir=cfg.data.cache_dir)[0] if cfg.eval.select_on_val else None
     sets = [_training_set(s, store, train, cfg.seed, layout.root) for s in args.sets]   # all checked before any training
     if len(labels := [l for _, l in sets]) != len(set(labels)): raise ConfigError(f"the same set given twice: {args.sets}")
-    for ts, label in sets:
-        res = evaluate_set(ts, _eval_cfg(cfg, store), test, val, progress=not args.quiet)
-        atomic_write_json(layout.eval_result(label), dict(set=label, config=cfg.to_dict(), **res))
-        print(format_result(res, TABLE_METRICS) + f"  ({res['n']} models, {layout.eval_result(label)})")
+    with locked('amd-eval', args):
+        for ts, label in sets:
+            res = evaluate_set(ts, _eval_cfg(cfg, store), test, val, progress=not args.quiet)
+            atomic_write_json(layout.eval_result(label), dict(set=label, config=_eval_cfg(cfg, store).to_dict(), **res))
+            print(format_result(res, TABLE_METRICS) + f"  ({res['n']} models, {layout.eval_result(label)})")
 
 def amd_eval(argv:list[str]|None=None)->int:
     "Judge synthetic sets and coresets by the retrain protocol: `amd-eval --preset demo --out runs/demo random@100 runs/demo/distill/amd`."
@@ -186,10 +205,13 @@ def _demo(args):
     cfg = config_from_args(args)
     for what, names, known in (('--methods', args.methods, METHODS), ('--coresets', args.coresets, SELECTORS)):
         if bad := [n for n in names if n not in known]: raise ConfigError(f"{what}: unknown {bad}; known: {', '.join(known)}")
-    if args.budget: cfg = cfg.override({'distill.budget': args.budget})
+    if args.budget is not None:
+        if args.budget < 1: raise ConfigError(f"--budget: want a number of synthetic pairs ≥ 1, got {args.budget}")
+        cfg = cfg.override({'distill.budget': args.budget})
     t0 = time.time()
-    run_demo(DemoRun(cfg, run_layout(args).root, args.preset, methods=tuple(args.methods), coresets=tuple(args.coresets), full=not args.no_full,
-                     progress=not args.quiet))
+    with locked('amd-demo', args):
+        run_demo(DemoRun(cfg, run_layout(args).root, args.preset, methods=tuple(args.methods), coresets=tuple(args.coresets), full=not args.no_full,
+                         progress=not args.quiet))
     print(f"amd-demo: finished in {time.time() - t0:.1f} s")
 
 def amd_demo(argv:list[str]|None=None)->int:

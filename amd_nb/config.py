@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #f4aacf4f
 from __future__ import annotations
-import copy, dataclasses, json, os, typing
+import copy, dataclasses, json, math, os, sys, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from fastcore.basics import patch, patch_to
@@ -34,8 +34,8 @@ def named(default, registry:Registry):
     "A string field that must name an entry of `registry` (the list of valid names is read from it when a value fails)."
     return opt(default, lambda v: v in registry, registry)
 
-pos = lambda v: v > 0
-nonneg = lambda v: v >= 0
+pos = lambda v: v > 0 and math.isfinite(v)
+nonneg = lambda v: v >= 0 and math.isfinite(v)
 
 # %% ../nbs/00_config.ipynb #cc0e8a00
 def _type_ok(v, tp)->bool:
@@ -60,6 +60,7 @@ def validate(obj, prefix:str=''):
         if dataclasses.is_dataclass(v): validate(v, key+'.'); continue
         if not _type_ok(v, hints[f.name]):
             raise ConfigError(f"{key}: expected {hints[f.name]}, got {v!r} ({type(v).__name__})")
+        if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{key}: must be a finite number, got {v!r}")
         if v is not None and 'check' in f.metadata and not f.metadata['check'](v):
             why = f.metadata['why']
             if isinstance(why, Registry): raise ConfigError(f"{key}: unknown {why.kind} {v!r}; known: {', '.join(why.names)}")
@@ -89,7 +90,7 @@ class ModelConfig:
     embed_dim: int = opt(256, pos, '> 0') # joint embedding size of both towers
     pretrained: bool = opt(True) # load pretrained backbone weights where the tower has them
     freeze_backbone: bool = opt(False) # train (and record) only the image head
-    text_dropout: float = opt(0.0, lambda v: 0 <= v < 1, 'in [0, 1)') # dropout in the text projection head
+    text_dropout: float = opt(0.0, lambda v: 0 <= v < 1, 'in [0, 1)') # dropout in the text projection head (seeded: runs stay reproducible and resume exactly)
     temperature: float = opt(0.07, pos, '> 0') # fixed softmax temperature τ of the logits
     def __post_init__(self): validate(self)
 
@@ -285,18 +286,31 @@ def get_preset(name:str)->Config:
     return Config.from_dict(copy.deepcopy(PRESETS[name]))
 
 # %% ../nbs/00_config.ipynb #85b16cbf
-def load_config(path:str|Path, # YAML (.yaml/.yml) or JSON file
+_FORMATS = {'.yaml': 'YAML', '.yml': 'YAML', '.json': 'JSON', '.toml': 'TOML'}
+
+def _parse_config(text:str, fmt:str, path:Path)->dict:
+    "The mapping in config `text` of format `fmt`."
+    if fmt == 'YAML':
+        import yaml; return yaml.safe_load(text) or {}
+    if fmt == 'TOML':
+        if sys.version_info < (3, 11): raise ConfigError(f"config file {path}: TOML needs Python ≥ 3.11 (tomllib); write it as YAML or JSON")
+        import tomllib; return tomllib.loads(text)
+    return json.loads(text)
+
+def load_config(path:str|Path, # YAML (.yaml/.yml), JSON (.json) or TOML (.toml) file
                 base:Config|None=None, # settings the file starts from (default: `Config()`)
                )->Config:
-    "Read a YAML/JSON config file; a top-level `preset` key in the file names its starting preset instead of `base`."
+    "Read a YAML/JSON/TOML config file; a top-level `preset` key in the file names its starting preset instead of `base`."
     path = Path(path)
     if not path.exists(): raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in ('.yaml', '.yml'):
-            import yaml; d = yaml.safe_load(text) or {}
-        else: d = json.loads(text)
-    except Exception as e: raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if (fmt := _FORMATS.get(path.suffix.lower())) is None:
+        raise ConfigError(f"config file {path}: unknown format {path.suffix or '(no suffix)'!r}; use .yaml, .yml, .json or .toml")
+    try: text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e: raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try: d = _parse_config(text, fmt, path)
+    except ConfigError: raise
+    except Exception as e: raise ConfigError(f"config file {path} is not valid {fmt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(d, dict): raise ConfigError(f"config file {path}: top level must be a mapping")
     base = get_preset(d.pop('preset')) if 'preset' in d else (base or Config())
     flat = {}
@@ -310,10 +324,18 @@ def load_config(path:str|Path, # YAML (.yaml/.yml) or JSON file
 
 # %% ../nbs/00_config.ipynb #281d682e
 def resolve_device(device:str='auto'):
-    "A `torch.device` for `device` ('auto' picks CUDA when available, else CPU)."
+    "A `torch.device` for `device` ('auto' picks CUDA when available, else CPU); a device this machine lacks is a `ConfigError`."
     import torch
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(device)
+    try: dev = torch.device(device)
+    except RuntimeError as e: raise ConfigError(f"device {device!r}: {e}") from None
+    if dev.type == 'cuda':
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0: raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= n: raise ConfigError(f"device {device!r}: this machine has {n} CUDA device{'s' if n > 1 else ''} (cuda:0..cuda:{n - 1})")
+    if dev.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu (or auto)")
+    return dev
 
 def default_cache_dir()->Path:
     "Cache root: $AMD_NB_CACHE, else $XDG_CACHE_HOME/amd_nb, else ~/.cache/amd_nb (never the CWD)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #5818da95
 from __future__ import annotations
-import csv, hashlib, io, json, os, re, contextlib
+import csv, hashlib, io, json, os, re, contextlib, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,15 +17,16 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 from .config import DataConfig, default_cache_dir
 from .registry import TEXT_ENCODERS, UnknownName
-from .io import atomic_write
+from .io import atomic_write, remove_stale_temp
+from .checks import check_finite, nonfinite_count
 
 # %% auto #0
-__all__ = ['SPLITS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet', 'emoji_dir',
-           'emoji_meta', 'emoji_images', 'load_emoji', 'karpathy_files', 'karpathy_dataset_file', 'is_karpathy',
-           'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'write_shapes', 'TextEncoder',
-           'register_text_encoder', 'known_text_encoders', 'text_encoder', 'HFTextEncoder', 'minilm_encoder',
-           'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder', 'clip_encoder', 'embedding_cache_path',
-           'embed_captions', 'EncodedSplit', 'caption_offsets', 'load_split']
+__all__ = ['SPLITS', 'MAX_PIXELS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet',
+           'emoji_dir', 'emoji_meta', 'emoji_images', 'load_emoji', 'karpathy_files', 'karpathy_dataset_file',
+           'is_karpathy', 'contained_paths', 'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'write_shapes',
+           'TextEncoder', 'register_text_encoder', 'known_text_encoders', 'text_encoder', 'HFTextEncoder',
+           'minilm_encoder', 'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder', 'clip_encoder',
+           'embedding_cache_path', 'embed_captions', 'EncodedSplit', 'caption_offsets', 'load_split']
 
 # %% ../nbs/01_data.ipynb #0a80f9a4
 class DataError(ValueError):
@@ -55,18 +56,37 @@ def resize_center_crop(
     return y if x.dim() == 4 else y[0]
 
 # %% ../nbs/01_data.ipynb #f2505f45
-def read_image(
-    path:Path,  # image file
-    size:int|None=None,  # resize + centre-crop to this side; None keeps the original size
-)->torch.Tensor:  # uint8 [3,H,W]
-    "Decode an image file to a uint8 RGB tensor, optionally resized and centre-cropped."
+MAX_PIXELS = 50_000_000   # decode limit: images above this many pixels (after JPEG draft scaling) are refused
+
+def _decode(path:Path, size:int|None, max_pixels:int)->torch.Tensor:
+    "Decode `path` to uint8 [3,H,W] (not resized), refusing images of more than `max_pixels` pixels."
     try:
         with Image.open(path) as im:
             if size: im.draft('RGB', (size, size))
-            x = torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).contiguous()
+            if im.width * im.height > max_pixels:
+                raise DataError(f"image {path} is {im.width}×{im.height} = {im.width * im.height / 1e6:.1f} megapixels, above the "
+                                f"decode limit of {max_pixels / 1e6:g} (amd_nb.data.MAX_PIXELS); shrink it or leave it out")
+            return torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).contiguous()
     except FileNotFoundError: raise DataError(f"image file {path} does not exist") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"image {path} is too large to decode safely ({e}); shrink it or leave it out") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
+
+@contextlib.contextmanager
+def _bomb_errors():
+    "PIL's warning about a huge image raised as an exception inside the block (the warning filters are per process: enter it in one thread)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', Image.DecompressionBombWarning)
+        yield
+
+def read_image(
+    path:Path,  # image file
+    size:int|None=None,  # resize + centre-crop to this side; None keeps the original size
+    max_pixels:int|None=None,  # refuse images with more pixels than this (None: `MAX_PIXELS`)
+)->torch.Tensor:  # uint8 [3,H,W]
+    "Decode an image file to a uint8 RGB tensor, optionally resized and centre-cropped; a missing, unreadable or oversized file is a `DataError` naming it."
+    with _bomb_errors(): x = _decode(path, size, max_pixels or MAX_PIXELS)
     return resize_center_crop(x, size) if size else x
 
 # %% ../nbs/01_data.ipynb #1806d1cd
@@ -127,8 +147,8 @@ class PairSet:
             return torch.cat([resize_center_crop(c, size) for c in self.images.split(512)]) if len(self) else self.images
         if not self.paths: return torch.zeros(0, 3, size, size, dtype=torch.uint8)
         out = torch.empty(len(self), 3, size, size, dtype=torch.uint8)
-        with ThreadPoolExecutor(_n_workers()) as ex:
-            it = ex.map(lambda p: read_image(p, size), self.paths)
+        with _bomb_errors(), ThreadPoolExecutor(_n_workers()) as ex:
+            it = ex.map(lambda p: resize_center_crop(_decode(p, size, MAX_PIXELS), size), self.paths)
             for i, x in enumerate(tqdm(it, total=len(self), desc=f"{self.name}/{self.split} images", disable=not progress, leave=False)): out[i] = x
         return out
 
@@ -218,6 +238,11 @@ def _read_json(f:Path):
     "Parse JSON file `f`; malformed JSON is a `DataError` naming the file."
     try: return json.loads(Path(f).read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise DataError(f"{f}: malformed JSON: {e}") from None
+    except UnicodeDecodeError as e: raise _not_utf8(f, e) from None
+
+def _not_utf8(f:Path, e:UnicodeDecodeError)->DataError:
+    "The error for a text file that is not UTF-8."
+    return DataError(f"{f}: not UTF-8 text (invalid byte {e.object[e.start:e.start + 1]!r}); save it as UTF-8")
 
 # %% ../nbs/01_data.ipynb #89e1ad95
 def _as_captions(c, where:str)->list:
@@ -259,6 +284,9 @@ def _dataset_records(f:Path, split:str):
         where = f"{f}: image {i}"
         if not isinstance(it, dict) or 'filename' not in it or 'sentences' not in it:
             raise DataError(f"{where}: expected an object with 'filename', 'split' and 'sentences'")
+        if not isinstance(it['sentences'], list): raise DataError(f"{where}: 'sentences' must be a list, got {it['sentences']!r}")
+        if not isinstance(it['filename'], str) or not it['filename']: raise DataError(f"{where}: 'filename' must be a non-empty string, got {it['filename']!r}")
+        if not isinstance(it.get('filepath') or '', str): raise DataError(f"{where}: 'filepath' must be a string, got {it['filepath']!r}")
         if _DATASET_SPLITS.get(it.get('split')) != split: continue
         raw = [s.get('raw', '') if isinstance(s, dict) else s for s in it['sentences']]
         yield '/'.join(p for p in (it.get('filepath'), it['filename']) if p), _as_captions(raw, where)
@@ -272,18 +300,36 @@ def _annotations(root:Path, split:str)->tuple:
     img = root/'flickr30k-images' if name == 'flickr30k' and (root/'flickr30k-images').is_dir() else root
     return df, _dataset_records(df, split), _KARPATHY_NAMES.get(name, name), img
 
+# %% ../nbs/01_data.ipynb #cfaf8aff
+def contained_paths(
+    root:Path,          # the data folder: the annotation file's folder, or the image root given
+    rels:list,          # image paths as the annotation file writes them
+    wheres:list|str,    # where each entry comes from ('file.csv:12'), or one place for all
+)->list:                # `root/rel` of every entry
+    "`root/rel` for every entry, after checking that each resolves (symlinks followed) inside `root`; an entry outside is a `DataError` naming it."
+    root = Path(root); base, dirs, out = root.resolve(), {}, []
+    for rel, where in zip(rels, wheres if isinstance(wheres, list) else [wheres] * len(rels)):
+        p = root/rel
+        if p.parent not in dirs: dirs[p.parent] = p.parent.resolve()
+        q = dirs[p.parent]/p.name
+        if p.name in ('', '.', '..') or q.is_symlink(): q = q.resolve()
+        if not q.is_relative_to(base):
+            raise DataError(f"{where}: image {str(rel)!r} is outside the data folder {root} (image paths must stay inside it; symlinks are followed)")
+        out.append(p)
+    return out
+
 # %% ../nbs/01_data.ipynb #01cf759f
 def load_karpathy(
     root:str|Path,  # folder with {prefix}_{split}.json (or annotations/ inside it)
     split:str='train',  # 'train' | 'val' | 'test'
     image_root:str|Path|None=None,  # folder the item paths are relative to (default: root)
 )->PairSet:
-    "One split of a Karpathy-layout dataset (Flickr30k/COCO as used by BLIP/LoRS), paths not yet checked."
+    "One split of a Karpathy-layout dataset (Flickr30k/COCO as used by BLIP/LoRS); image paths must stay inside the image root (existence not yet checked)."
     root = Path(root); f, records, name, default_root = _annotations(root, check_split(split))
     groups = _group(records)
     if not groups: raise DataError(f"{f}: split {split!r} is empty")
     img_root = Path(image_root) if image_root is not None else default_root
-    return PairSet(name, split, list(groups.values()), list(groups), paths=[img_root/p for p in groups], root=img_root)
+    return PairSet(name, split, list(groups.values()), list(groups), paths=contained_paths(img_root, list(groups), str(f)), root=img_root)
 
 # %% ../nbs/01_data.ipynb #d07c8c2b
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
@@ -304,21 +350,26 @@ def _split_value(v, where:str)->str|None:
 # %% ../nbs/01_data.ipynb #903839e0
 def _csv_rows(f:Path):
     "(image, [caption], split, where) per row of a CSV with columns image, caption[, split]."
-    with open(f, newline='', encoding='utf-8') as fh:
-        r = csv.DictReader(fh)
+    try: text = Path(f).read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as e: raise _not_utf8(f, e) from None
+    r = csv.DictReader(io.StringIO(text, newline=''))
+    try:
         cols = [c.strip() for c in (r.fieldnames or [])]
         missing = [c for c in ('image', 'caption') if c not in cols]
         if missing: raise DataError(f"{f}: missing column(s) {missing} (has {cols}); expected image,caption[,split]")
         for row in r:
             row = {(k or '').strip(): v for k, v in row.items()}
             where = f"{f}:{r.line_num}"
-            if not (row.get('image') or '').strip(): raise DataError(f"{where}: empty 'image'")
+            if not isinstance(row.get('image'), str) or not row['image'].strip(): raise DataError(f"{where}: empty 'image'")
             yield row['image'].strip(), _as_captions(row.get('caption') or '', where), _split_value(row.get('split'), where), where
+    except csv.Error as e: raise DataError(f"{f}:{r.line_num}: malformed CSV: {e}") from None
 
 # %% ../nbs/01_data.ipynb #7b2937c4
 def _jsonl_rows(f:Path):
     "(image, captions, split, where) per line of a JSONL file."
-    for n, line in enumerate(Path(f).read_text(encoding='utf-8').splitlines(), 1):
+    try: lines = Path(f).read_text(encoding='utf-8-sig').splitlines()
+    except UnicodeDecodeError as e: raise _not_utf8(f, e) from None
+    for n, line in enumerate(lines, 1):
         if not line.strip(): continue
         where = f"{f}:{n}"
         try: d = json.loads(line)
@@ -338,7 +389,8 @@ def _sidecar_rows(folder:Path):
     for p in imgs:
         txt = p.with_suffix('.txt')
         if not txt.is_file(): raise DataError(f"image {p} has no caption file {txt.name}")
-        cs = [l.strip() for l in txt.read_text(encoding='utf-8').splitlines() if l.strip()]
+        try: cs = [l.strip() for l in txt.read_text(encoding='utf-8').splitlines() if l.strip()]
+        except UnicodeDecodeError as e: raise _not_utf8(txt, e) from None
         if not cs: raise DataError(f"{txt}: no captions (expected one caption per non-empty line)")
         yield p.relative_to(folder).as_posix(), cs, None, str(txt)
 
@@ -368,13 +420,13 @@ def load_table(
     split:str='train',  # 'train' | 'val' | 'test'
     image_root:str|Path|None=None,  # folder relative image paths resolve against (default: the file's folder)
 )->PairSet:
-    "One split of a folder/CSV/JSONL image–caption dataset, paths not yet checked."
+    "One split of a folder/CSV/JSONL image–caption dataset; image paths must stay inside the data folder (existence not yet checked)."
     source = Path(source); check_split(split)
     rows, base, name = _table_source(source)
     base = Path(image_root) if image_root is not None else base
     groups = {k: g for k, g in _group_rows(rows).items() if (g[1] or hash_split(k)) == split}
     if not groups: raise DataError(f"{source}: split {split!r} is empty")
-    return PairSet(name, split, [g[0] for g in groups.values()], list(groups), paths=[base/k for k in groups], root=base)
+    return PairSet(name, split, [g[0] for g in groups.values()], list(groups), paths=contained_paths(base, list(groups), [g[2] for g in groups.values()]), root=base)
 
 # %% ../nbs/01_data.ipynb #a787aa75
 def _pick(n:int, limit:int|None, seed:int)->list|None:
@@ -651,11 +703,12 @@ def _read_cache(p:Path, n:int)->torch.Tensor|None:
     from safetensors.torch import load_file
     try: e = load_file(str(p))['embeddings']
     except Exception: return None
-    return e if e.shape[0] == n else None
+    return e if e.dim() == 2 and e.shape[0] == n and e.is_floating_point() and not nonfinite_count(e) else None
 
 def _write_cache(p:Path, e:torch.Tensor, encoder:str):
     "Write `e` to `p` atomically."
     from safetensors.torch import save_file
+    if p.parent.is_dir(): remove_stale_temp(p.parent)     # what killed runs left (GB-scale on Flickr30k/COCO)
     atomic_write(p, lambda t: save_file({'embeddings': e.contiguous()}, str(t), metadata={'encoder': encoder, 'n': str(len(e))}))
 
 # %% ../nbs/01_data.ipynb #ab4712fd
@@ -674,6 +727,7 @@ def embed_captions(
     chunks = range(0, len(texts), batch_size)
     e = [enc.encode(texts[i:i+batch_size], batch_size) for i in tqdm(chunks, desc=f"embedding with {encoder}", disable=not progress or len(chunks) < 2, leave=False)]
     e = torch.cat(e).float() if e else torch.zeros(0, enc.dim)
+    check_finite(e, f"text encoder {encoder!r}: embeddings of {len(texts)} captions", error=DataError)
     _write_cache(p, e, encoder)
     return e
 

@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_distill.ipynb #33160351
 from __future__ import annotations
-import json, math, time
+import dataclasses, hashlib, json, math, time
+from contextlib import nullcontext
 from dataclasses import dataclass, asdict
 from typing import NamedTuple
 from pathlib import Path
@@ -17,7 +18,9 @@ from fastcore.basics import patch
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .experts import TrajectoryStore, StoreError
-from .io import atomic_write, atomic_write_json
+from .io import atomic_write, atomic_write_json, folder_lock
+from .checks import SettingsChanged, check_finite, check_settings, flat_settings
+from safetensors import SafetensorError
 from .train import init_dual_encoder
 from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, meta_engine, matching_loss, alignment
 from .registry import METHODS, INITS, SAMPLERS, Method, UnknownName
@@ -27,7 +30,7 @@ from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
 __all__ = ['Init', 'register_init', 'resolve_method', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError', 'Distiller',
-           'distill']
+           'distill_settings', 'distill']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 class Init(NamedTuple):
@@ -118,7 +121,7 @@ class Distiller:
         self.cfg, self.store, self.dc = cfg, store, cfg.distill
         self.device = resolve_device(cfg.device)
         self.out = Path(out) if out is not None else None
-        self.train = train if train is not None else load_split(store.config.data, 'train', progress=progress, seed=store.config.seed)
+        self.train = train if train is not None else load_split(store.data_config(cfg.data.cache_dir), 'train', progress=progress, seed=store.config.seed)
         if self.train.fingerprint() != store.manifest['fingerprint']:
             raise StoreError(f"the training data does not match the data the experts in {store.path} were trained on")
         if self.dc.expert_epochs > store.epochs:
@@ -132,6 +135,14 @@ class Distiller:
 # %% ../nbs/07_distill.ipynb #d93cba04
 def _loss_kwargs(method:Method, dc)->dict: return {'scale': dc.wbce_scale} if method.loss == 'wbce' else {}
 
+_NOT_RESULT = ('distill.iterations', 'distill.checkpoint_every', 'distill.max_bad_steps')   # settings a resumed run may change: more iterations extend it
+
+def distill_settings(cfg:Config,             # the run's config (its `distill` section and seed)
+                     store:TrajectoryStore,  # the experts it matches
+                    )->dict:                 # flat {dotted key: value}
+    "What a distillation's result depends on (recorded in its checkpoints and set): the distill section but `_NOT_RESULT`, the seed, the experts."
+    return flat_settings(cfg.to_dict(), ('distill', 'seed'), drop=_NOT_RESULT, experts=store.identity, expert_indices=store.finished())
+
 @patch
 def _build(self:Distiller):
     scfg, dc = self.store.config, self.dc
@@ -142,8 +153,10 @@ def _build(self:Distiller):
     if dc.budget > len(self.train): raise ConfigError(f"distill.budget: {dc.budget} is larger than the {len(self.train)} training images")
     t0 = time.time(); init = INITS[self.method.init](self.cfg, self.store, self.train, self.g)
     self.init_seconds, self.selection = time.time() - t0, init.selection
-    meta = dict(method=self.method_name, **asdict(self.method), loss_kwargs=self.loss_kwargs, config=self.cfg.to_dict(), store=str(self.store.path),
-                image_tower=scfg.model.image_tower, seed=self.cfg.seed, init_seconds=round(self.init_seconds, 3))
+    self.settings = distill_settings(self.cfg, self.store)
+    used = dataclasses.replace(scfg, distill=dc, eval=self.cfg.eval, seed=self.cfg.seed, device=self.cfg.device)   # the store fixes data, model, experts
+    meta = dict(method=self.method_name, **asdict(self.method), loss_kwargs=self.loss_kwargs, config=used.to_dict(), settings=self.settings,
+                store=str(self.store.path), image_tower=scfg.model.image_tower, seed=self.cfg.seed, init_seconds=round(self.init_seconds, 3))
     self.syn = SyntheticSet.from_real(self.train, init.images, model.image.mean, model.image.std, scfg.expert.lr_image, scfg.expert.lr_text,
                                       sim=self.method.sim, rank=dc.sim_rank, alpha=dc.sim_alpha, caption=init.captions,
                                       generator=self.g, meta=meta).to(self.device)
@@ -209,20 +222,46 @@ def _project(self:Distiller):
         self.syn.text.mul_((torch.full_like(n, r) if dc.text_norm == 'sphere' else n.clamp(max=dc.text_radius * r)) / n)
     for lr in (self.syn.lr_image, self.syn.lr_text): lr.clamp_(min=0, max=dc.max_lr)
 
+def _iteration_seed(seed:int, iteration:int)->int:
+    "The seed of the random draws inside one iteration (the student's dropout), from the run's seed and the iteration alone."
+    return int.from_bytes(hashlib.sha256(f"amd_nb-distill-{seed}-{iteration}".encode()).digest()[:8], 'little') >> 1
+
+@patch
+def _params(self:Distiller)->list: return [p for grp in self.opt.param_groups for p in grp['params']]
+
+@patch
+def _snapshot(self:Distiller)->list:
+    "Copies of the set's parameters and their momentum buffers (None where there is none yet)."
+    return [(p.detach().clone(), None if (b := self.opt.state.get(p, {}).get('momentum_buffer')) is None else b.clone()) for p in self._params()]
+
+@patch
+@torch.no_grad()
+def _restore(self:Distiller, snap:list):
+    "Put back what `_snapshot` copied."
+    for p, (v, b) in zip(self._params(), snap):
+        p.copy_(v)
+        if b is None: self.opt.state.get(p, {}).pop('momentum_buffer', None)
+        else: self.opt.state[p]['momentum_buffer'] = b
+
 @patch
 def step(self:Distiller)->dict:
-    "One outer iteration; returns its record (`ok` False when the update was rejected)."
+    "One outer iteration; returns its record (`ok` False when the update was rejected: a non-finite loss, gradient, or set after the step)."
     t0, snap, order = time.time(), self._rng_state(), list(self.order)
     try:
         i = self._next_expert()
         ep = self.sampler(self.g, self.store.epochs, self.dc.expert_epochs)
         batches = minibatches(len(self.syn), self.dc.batch_syn, self.dc.syn_steps, self.g)
-        out = self._meta_gradient(self._segment(i, ep), batches)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []):
+            torch.manual_seed(_iteration_seed(self.cfg.seed, self.iteration))   # dropout: reproducible, and the same after a resume
+            out = self._meta_gradient(self._segment(i, ep), batches)
     except KeyboardInterrupt:
         self._set_rng_state(snap); self.order = order; self.opt.zero_grad(set_to_none=True); raise   # as if the iteration never began
-    ok = _finite(out.loss, *(p.grad for grp in self.opt.param_groups for p in grp['params']))
-    if ok: self.opt.step(); self._project(); self.bad = 0
-    else: self.opt.zero_grad(set_to_none=True); self.bad += 1
+    ok = _finite(out.loss, *(p.grad for p in self._params()))
+    if ok:
+        before = self._snapshot(); self.opt.step(); self._project()
+        if not (ok := _finite(*self._params())): self._restore(before)   # the step itself overflowed: undo it
+    if not ok: self.opt.zero_grad(set_to_none=True)
+    self.bad = 0 if ok else self.bad + 1
     self.iteration += 1
     rec = dict(iteration=self.iteration, expert=i, t_image=ep.image, t_text=ep.text, ok=ok,
                loss=float(out.loss), loss_image=out.parts['image'], loss_text=out.parts['text'],
@@ -286,22 +325,38 @@ def save_checkpoint(self:Distiller)->Path|None:
             if buf is not None: t[f"opt.{gi}.{pi}"] = buf.detach().cpu().contiguous()
     t |= {f"rng.{k}": v.cpu() for k, v in self._rng_state().items()}
     meta = dict(iteration=self.iteration, order=self.order, bad=self.bad, method=self.method_name,
-                history=self.history, config=self.cfg.to_dict())
+                history=self.history, config=self.syn.meta['config'], settings=self.settings)
     path = self.out/'checkpoint.safetensors'
     atomic_write(path, lambda p: save_file(t, str(p), metadata={'state': json.dumps(meta)}))
     for cb in self.callbacks: cb.on_checkpoint(self, path)
     return path
 
+def _read_checkpoint(path:Path)->tuple[dict, dict]:
+    "(state metadata, tensors) of a checkpoint; a damaged one is a `DistillError` naming it."
+    redo = f"delete {path} to start this distillation again"
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            meta, t = json.loads((f.metadata() or {})['state']), {k: f.get_tensor(k) for k in f.keys()}
+        if not all(k in meta for k in ('iteration', 'order', 'bad', 'method', 'history')): raise KeyError('state')
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise DistillError(f"{path} is damaged ({type(e).__name__}: {e}); {redo}") from None
+    for k, v in t.items():
+        if k.startswith(('syn.', 'opt.')): check_finite(v, f"{path}: {k}", redo, error=DistillError)
+    return meta, t
+
 @patch
 def load_checkpoint(self:Distiller):
-    "Restore the loop state from `out/checkpoint.safetensors`."
+    "Restore the loop state from `out/checkpoint.safetensors`, after checking it was made with this run's settings."
     path = self.out/'checkpoint.safetensors'
-    with safe_open(str(path), framework='pt') as f:
-        meta = json.loads(f.metadata()['state'])
-        if meta['method'] != self.method_name:
-            raise ConfigError(f"{path} is a checkpoint of method {meta['method']!r}, not {self.method_name!r}; use another --out")
-        t = {k: f.get_tensor(k) for k in f.keys()}
-    self.syn.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith('syn.')})
+    meta, t = _read_checkpoint(path)
+    if meta['method'] != self.method_name:
+        raise ConfigError(f"{path} is a checkpoint of method {meta['method']!r}, not {self.method_name!r}; use another --out")
+    redo = f"use a new --out or delete {self.out}"
+    check_settings(meta.get('settings'), self.settings, path, redo)
+    if meta['iteration'] > self.dc.iterations:
+        raise SettingsChanged(f"{path} is at iteration {meta['iteration']}, beyond distill.iterations {self.dc.iterations}; {redo}")
+    try: self.syn.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith('syn.')})
+    except RuntimeError as e: raise DistillError(f"{path} does not fit this run's synthetic set ({str(e).splitlines()[0]}); {redo}") from None
     for gi, grp in enumerate(self.opt.param_groups):
         for pi, p in enumerate(grp['params']):
             if f"opt.{gi}.{pi}" in t: self.opt.state[p]['momentum_buffer'] = t[f"opt.{gi}.{pi}"].to(p.device)
@@ -316,7 +371,11 @@ def stop(self:Distiller):
 
 @patch
 def run(self:Distiller)->SyntheticSet:
-    "Distil until `distill.iterations` (resuming from the checkpoint in `out`, if any); return the synthetic set."
+    "Distil until `distill.iterations` (resuming from the checkpoint in `out`, if any), holding `out`'s lock; return the synthetic set."
+    with folder_lock(self.out) if self.out is not None else nullcontext(): return self._run()
+
+@patch
+def _run(self:Distiller)->SyntheticSet:
     for cb in self.callbacks: cb.on_start(self)
     k, interrupted = self.dc.checkpoint_every, False
     try:
@@ -345,6 +404,6 @@ def distill(cfg:Config,                      # run config (`distill` section, se
             callbacks:list=(),               # extra callbacks
             progress:bool=True,              # progress bar
            )->SyntheticSet:
-    "Distil the store's training data into a `SyntheticSet` with the method `cfg.distill.method`."
+    "Distil the store's training data into a `SyntheticSet` with the method `cfg.distill.method`, holding `out`'s lock from the checkpoint read to the result."
     store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
-    return Distiller(cfg, store, train, out, callbacks, progress).run()
+    with folder_lock(out) if out is not None else nullcontext(): return Distiller(cfg, store, train, out, callbacks, progress).run()

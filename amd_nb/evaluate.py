@@ -16,13 +16,15 @@ from .data import EncodedSplit, load_split
 from .models import normalize, contrastive_loss, InfoNCE
 from .experts import TrajectoryStore
 from .train import Pairs, fit, evaluate_retrieval, image_inputs, init_dual_encoder
-from .io import RunLayout, atomic_write, atomic_write_json
+from .io import RunLayout, atomic_write, atomic_write_json, read_json
+from .checks import NonFiniteError, SettingsChanged, check_finite, check_settings, flat_settings
 from .synthetic import SyntheticSet, pick_captions, own_captions
 
 # %% auto #0
 __all__ = ['METRICS', 'TABLE_METRICS', 'CORESETS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set', 'eval_config',
-           'train_model', 'summarize', 'evaluate_set', 'format_result', 'row_names', 'check_rows', 'coreset_of',
-           'compare', 'write_tables', 'markdown_table']
+           'train_model', 'summarize', 'evaluate_set', 'format_result', 'row_names', 'check_rows', 'check_budget',
+           'coreset_of', 'cell_settings', 'comparison_jobs', 'pending_cells', 'compare', 'write_tables',
+           'markdown_table']
 
 # %% ../nbs/08_evaluate.ipynb #ac144885
 METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')   # what `recall_at_k` reports
@@ -131,15 +133,27 @@ def evaluate_set(ts:TrainingSet,            # the set to judge
                  test:EncodedSplit,         # judged once per model, at the end
                  val:EncodedSplit|None=None, # only for `select_on_val`
                  progress:bool=True)->dict:
-    "Train `cfg.eval.n_eval` fresh models on `ts` and return per-run metrics and their mean ± std."
+    "Train `cfg.eval.n_eval` fresh models on `ts` and return per-run metrics and their mean ± std; a model that diverges is a `NonFiniteError`, never a score."
     runs, t0 = [], time.time()
+    for what, t in (('images', ts.images), ('texts', ts.text), ('targets', ts.targets)):
+        if t is not None: check_finite(t, f"set {ts.name!r}: {what}")
     device = resolve_device(cfg.device)
     m0 = init_dual_encoder(cfg, ts.text.shape[1]).to(device)
     inputs = _inputs(ts, m0, device) if m0.image.frozen else None    # the same for every model: compute once
     for k in tqdm(range(cfg.eval.n_eval), desc=f"eval {ts.name}", leave=False, disable=not progress):
-        model, info = train_model(ts, cfg, seed=cfg.seed * 1000 + 7 * k + 1, val=val, inputs=inputs)
-        runs.append({**evaluate_retrieval(model, test), 'seed': cfg.seed * 1000 + 7 * k + 1, **info})
+        seed = cfg.seed * 1000 + 7 * k + 1
+        try:
+            model, info = train_model(ts, cfg, seed=seed, val=val, inputs=inputs)
+            runs.append({**evaluate_retrieval(model, test), 'seed': seed, **info})
+        except NonFiniteError as e: raise NonFiniteError(f"set {ts.name!r}, evaluation model {k} (seed {seed}): {e}; {_diverged(ts, cfg)}") from None
     return {'name': ts.name, 'runs': runs, **summarize(runs), 'seconds': round(time.time() - t0, 2)}
+
+def _diverged(ts:TrainingSet, cfg:Config)->str:
+    "What to change when an evaluation model diverged."
+    lrs, learned = _lrs(ts, cfg), ts.lrs is not None and cfg.eval.use_learned_lr
+    return (f"the model diverged at lr image {lrs['image']:g}, text {lrs['text']:g}"
+            + ("; these are the set's learned lrs: set eval.use_learned_lr=false to train with eval.lr_image / eval.lr_text" if learned
+               else "; lower eval.lr_image / eval.lr_text"))
 
 def format_result(r:dict, keys=METRICS)->str:
     "One line: name and mean ± std of each metric."
@@ -158,6 +172,15 @@ def check_rows(names)->tuple:
     if bad: raise ConfigError(f"unknown rows {bad}; known: {', '.join(row_names())}")
     return tuple(names)
 
+def check_budget(budget,            # B: pairs per set
+                 n_train:int,       # images in the training split
+                 what:str='budget', # how the value was given, for the message ('--budgets', 'random@5000')
+                )->int:
+    "`budget` if it is a whole number in 1..`n_train`, else a `ConfigError` naming it."
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1: raise ConfigError(f"{what}: a budget must be a whole number ≥ 1, got {budget!r}")
+    if budget > n_train: raise ConfigError(f"{what}: budget {budget} is larger than the {n_train} training images")
+    return budget
+
 def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kcenter'
                train:EncodedSplit, # the real training pairs
                budget:int,        # B
@@ -166,6 +189,7 @@ def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kce
               )->tuple[TrainingSet, float]:
     "The coreset `method` picks and the seconds it took: B images, one caption each (random for 'random', else the nearest)."
     from amd_nb.spm import select
+    check_budget(budget, len(train), f"{method}@{budget}")
     feats = embeddings.features if embeddings is not None else torch.zeros(len(train), 1)
     sel = select(method, feats, budget, seed=seed)
     cap = (pick_captions(train.caption_image, sel.indices, 'random', torch.Generator().manual_seed(seed)) if method == 'random'
@@ -182,6 +206,48 @@ def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore,
     return synthetic_set(syn, method), time.time() - t0
 
 # %% ../nbs/08_evaluate.ipynb #9f8d2cae
+_CELL_DROP = ('distill.method', 'distill.budget', 'distill.checkpoint_every', 'distill.max_bad_steps')
+
+def cell_settings(cfg:Config,             # the comparison's config
+                  store:TrajectoryStore,  # its experts
+                  method:str,             # the cell's row: 'full', a coreset or a distillation method
+                 )->dict:                 # flat {dotted key: value}
+    "What a comparison cell depends on: the eval section and seed, the experts, and for a distilled row the distill section."
+    keys = ('eval', 'seed') + (('distill',) if method in METHODS else ())
+    return flat_settings(cfg.to_dict(), keys, drop=_CELL_DROP, experts=store.identity)
+
+def comparison_jobs(methods,          # rows: 'full', coresets, methods
+                    budgets,          # B values
+                    n_syn_sets:int,   # sets per (row, budget)
+                   )->list:           # [(row, budget or None, set number)]
+    "The (row, budget, set) cells of a comparison, in the order they are computed."
+    jobs = [('full', None, 0)] if 'full' in methods else []
+    return jobs + [(m, b, k) for b in budgets for m in methods if m != 'full' for k in range(n_syn_sets)]
+
+def pending_cells(cfg:Config,             # the comparison's config
+                  store:TrajectoryStore,  # its experts
+                  layout:RunLayout,       # the run folder holding `comparison/cells/`
+                  jobs:list,              # `comparison_jobs(...)`
+                 )->list:                 # the jobs whose cell is still to compute
+    "The cells of `jobs` not computed yet; a finished cell made with other settings is a `SettingsChanged`, a damaged one a `RunFileError`."
+    todo = []
+    for m, b, k in jobs:
+        p = layout.cell(m, b, k)
+        if not p.exists(): todo.append((m, b, k)); continue
+        old = read_json(p, hint='delete it to compute this cell again').get('settings')
+        check_settings(old, cell_settings(cfg, store, m), p, f"use a new --out or delete {layout.comparison}")
+    return todo
+
+def _check_counts(budgets, n_syn_sets:int, n_train:int, methods)->list:
+    "The budgets as a list, checked with `n_syn_sets` (a `ConfigError` naming the bad value)."
+    if isinstance(n_syn_sets, bool) or not isinstance(n_syn_sets, int) or n_syn_sets < 1:
+        raise ConfigError(f"n_syn_sets: want a whole number ≥ 1 of sets per method and budget, got {n_syn_sets!r}")
+    budgets = list(budgets)
+    if any(m != 'full' for m in methods):
+        if not budgets: raise ConfigError("budgets: give at least one budget")
+        for b in budgets: check_budget(b, n_train, 'budgets')
+    return budgets
+
 def compare(cfg:Config,                     # preset/config: distill and eval settings, seed, device
             store:TrajectoryStore|str,      # expert trajectories (fix the data and the model)
             out:str|Path|RunLayout,         # the run folder: cells, distillations and tables go to its `comparison/`
@@ -189,46 +255,31 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
             budgets=(50, 100),              # synthetic pairs per set
             n_syn_sets:int=2,               # sets per (method, budget), seeds seed, seed+1, ...
             progress:bool=True)->dict:
-    "Run (or resume) the comparison; write `comparison.json` and `comparison.md` in `out`; return the results."
+    "Run (or resume) the comparison, holding the run folder's lock; write `comparison.json` and `comparison.md` in `out`; return the results."
     store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
     layout = out if isinstance(out, RunLayout) else RunLayout(out)
     methods = check_rows(row_names() if methods is None else methods)
-    scfg = store.config
-    train, judge = (load_split(scfg.data, s, progress=False, seed=scfg.seed) for s in ('train', cfg.eval.split))
-    val = load_split(scfg.data, 'val', progress=False, seed=scfg.seed) if cfg.eval.select_on_val else None
-    ecfg = _eval_cfg(cfg, store)
-    jobs = [('full', None, 0)] if 'full' in methods else []
-    jobs += [(m, b, k) for b in budgets for m in methods if m != 'full' for k in range(n_syn_sets)]
-    settings, cache = _settings(cfg), {}
-    def embeddings():                        # the first expert's embeddings, computed once per comparison
-        from amd_nb.spm import expert_embeddings
-        if 'e' not in cache: cache['e'] = expert_embeddings(store, train)
-        return cache['e']
-    for m, b, k in tqdm(jobs, desc='comparison', disable=not progress):
-        p = layout.cell(m, b, k)
-        if p.exists():
-            old = json.loads(p.read_text()).get('settings')
-            if old != settings:
-                bad = [k for k in sorted(set(old or {}) | set(settings)) if (old or {}).get(k) != settings.get(k)]
-                raise ValueError(f"{p} was made with other settings ({', '.join(bad)}); use another output folder")
-            continue
-        if m == 'full': ts, build = real_set(train), 0.0
-        else: ts, build = _build_set(m, b, k, cfg, store, train, layout, progress, embeddings)
-        res = evaluate_set(ts, ecfg, judge, val, progress)
-        atomic_write_json(p, dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=settings, **res))
-    return write_tables(layout, cfg, store, methods, budgets, n_syn_sets)
+    with layout.lock():
+        data, seed = store.data_config(cfg.data.cache_dir), store.config.seed
+        train, judge = (load_split(data, s, progress=False, seed=seed) for s in ('train', cfg.eval.split))
+        budgets = _check_counts(budgets, n_syn_sets, len(train), methods)
+        val = load_split(data, 'val', progress=False, seed=seed) if cfg.eval.select_on_val else None
+        ecfg, cache = _eval_cfg(cfg, store), {}
+        todo = pending_cells(cfg, store, layout, comparison_jobs(methods, budgets, n_syn_sets))   # every finished cell checked before any work
+        def embeddings():                        # the first expert's embeddings, computed once per comparison
+            from amd_nb.spm import expert_embeddings
+            if 'e' not in cache: cache['e'] = expert_embeddings(store, train)
+            return cache['e']
+        for m, b, k in tqdm(todo, desc='comparison', disable=not progress):
+            if m == 'full': ts, build = real_set(train), 0.0
+            else: ts, build = _build_set(m, b, k, cfg, store, train, layout, progress, embeddings)
+            res = evaluate_set(ts, ecfg, judge, val, progress)
+            atomic_write_json(layout.cell(m, b, k), dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=cell_settings(cfg, store, m), **res))
+        return write_tables(layout, cfg, store, methods, budgets, n_syn_sets)
 
 def _eval_cfg(cfg:Config, store:TrajectoryStore)->Config:
     "The config evaluation models are built from: the experts' data/model (maybe another tower), the run's eval/seed/device."
     return dataclasses.replace(eval_config(store.config, cfg), eval=cfg.eval, seed=cfg.seed, device=cfg.device)
-
-def _settings(cfg:Config)->dict:
-    "The settings a cached cell depends on, as flat dotted keys (eval and distill sections, seed)."
-    d = cfg.to_dict()
-    flat = {f"{sec}.{k}": v for sec in ('eval', 'distill') for k, v in d[sec].items() if k not in ('method', 'budget')}
-    return {**flat, 'seed': d['seed']}
-
-
 
 # %% ../nbs/08_evaluate.ipynb #637991af
 def _agg(cells:list[dict])->dict:
@@ -241,7 +292,7 @@ def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, b
     rows = {}
     for m in methods:
         for b in ([None] if m == 'full' else budgets):
-            cells = [json.loads(p.read_text()) for k in range(1 if m == 'full' else n_syn_sets)
+            cells = [read_json(p, hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
                      if (p := layout.cell(m, b, k)).exists()]
             if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
     ec, dc = cfg.eval, cfg.distill

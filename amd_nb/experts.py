@@ -4,21 +4,23 @@
 
 # %% ../nbs/03_experts.ipynb #b60309e1
 from __future__ import annotations
-import json, time, hashlib
+import dataclasses, json, re, sys, time, hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from safetensors import safe_open
+from safetensors import safe_open, SafetensorError
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
-from .config import Config, ConfigError, get_preset, resolve_device
+from .config import Config, ConfigError, DataConfig, get_preset, resolve_device
 from .data import EncodedSplit, load_split
+from .checks import NonFiniteError, check_finite, setting_changes, settings_hash
 from .models import DualEncoder, ParamLayout, MODALITIES, build_dual_encoder
 from .dist import dist_info, is_main_process, rank_device, distributed, broadcast, main_first, barrier, split_experts, _dist_on
 from .train import Pairs, fit, image_inputs, evaluate_retrieval, init_dual_encoder
-from .io import atomic_write, atomic_write_json
+from .io import RunFileError, atomic_write, atomic_write_json, folder_lock, read_json
 
 # %% auto #0
 __all__ = ['DTYPES', 'StoreError', 'ExpertTrajectory', 'expert_file', 'TrajectoryStore', 'expert_seed', 'train_expert',
@@ -42,25 +44,40 @@ class ExpertTrajectory:
     def __getitem__(self, modality:str)->torch.Tensor: return getattr(self, modality)
 
 # %% ../nbs/03_experts.ipynb #fe3ecc04
+_EXPERT_FILE = re.compile(r'^expert_(\d{4,})\.safetensors$')
+_MANIFEST_KEYS = ('config', 'fingerprint', 'epochs', 'dtype', 'text_dim', 'layout')
+
 def expert_file(i:int)->str: return f"expert_{i:04d}.safetensors"
 
 class TrajectoryStore:
     "A folder of expert trajectories: `expert_NNNN.safetensors` files plus `manifest.json`."
     def __init__(self, path:str|Path):
-        self.path = Path(path)
+        self.path, self._verified = Path(path), set()
         mf = self.path/'manifest.json'
         if not mf.exists(): raise StoreError(f"no trajectory store at {self.path} (missing {mf.name})")
-        try: self.manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError as e: raise StoreError(f"{mf} is not valid JSON: {e}") from None
-        self.layouts = {m: ParamLayout.from_json(self.manifest['layout'][m]) for m in MODALITIES}
+        redo = f"delete {self.path} and run amd-buffer again"
+        try: self.manifest = read_json(mf, hint=redo)
+        except RunFileError as e: raise StoreError(str(e)) from None
+        if miss := [k for k in _MANIFEST_KEYS if k not in self.manifest]:
+            raise StoreError(f"{mf} is not a trajectory store manifest (it lacks {', '.join(miss)}); {redo}")
+        try:
+            self.layouts = {m: ParamLayout.from_json(self.manifest['layout'][m]) for m in MODALITIES}
+            Config.from_dict(self.manifest['config'])
+            if self.manifest['dtype'] not in DTYPES or not (isinstance(self.epochs, int) and self.epochs >= 1): raise ValueError('bad dtype or epochs')
+        except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as e: raise StoreError(f"{mf} is damaged ({e}); {redo}") from None
 
     @property
-    def config(self)->Config: return Config.from_dict(self.manifest['config'])
+    def config(self)->Config:
+        "The settings the experts were trained with; `data.cache_dir` is None (a run writes only to its own cache folder, never to one read from a file)."
+        return Config.from_dict(self.manifest['config']).override({'data.cache_dir': None})
+    def data_config(self, cache_dir:str|None=None)->DataConfig:
+        "The data the experts were trained on, embedded into this run's cache folder `cache_dir` (None: the default)."
+        return dataclasses.replace(self.config.data, cache_dir=cache_dir)
     @property
     def epochs(self)->int: return self.manifest['epochs']
     def finished(self)->list[int]:
-        "Indices of the experts whose files are complete (files only appear whole)."
-        return sorted(int(p.stem.split('_')[1]) for p in self.path.glob('expert_*.safetensors'))
+        "Indices of the experts whose files are complete (files only appear whole; other names, like a copy, are ignored)."
+        return sorted(int(m[1]) for p in self.path.glob('expert_*.safetensors') if (m := _EXPERT_FILE.match(p.name)))
     def __len__(self): return len(self.finished())
     def __iter__(self): return (self[i] for i in self.finished())
     def __repr__(self): return f"TrajectoryStore({str(self.path)!r}, experts={len(self)}, epochs={self.epochs})"
@@ -73,11 +90,9 @@ def _compat_config(d:dict)->dict:
     d['data'].pop('cache_dir', None)
     return d
 
-def _diff(a, b, prefix=''):
-    "Dotted keys where nested dicts `a` and `b` differ."
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a)|set(b)) for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip('.')]
+def _flat(d:dict, prefix:str='')->dict:
+    "A nested dict as {dotted key: value}."
+    return {k: v for key, val in d.items() for k, v in (_flat(val, f"{prefix}{key}.").items() if isinstance(val, dict) else [(f"{prefix}{key}", val)])}
 
 @patch(cls_method=True)
 def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict, text_dim:int)->TrajectoryStore:
@@ -87,24 +102,39 @@ def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict,
                epochs=cfg.expert.epochs, dtype=cfg.expert.storage_dtype, text_dim=text_dim,
                layout={m: layouts[m].to_json() for m in MODALITIES}, experts={})
     if (path/'manifest.json').exists():
-        old = cls(path).manifest
+        old = cls(path).check_config(cfg).manifest
         if old['fingerprint'] != fingerprint:
             raise StoreError(f"{path} holds experts trained on other data (fingerprint {old['fingerprint'][:12]} != {fingerprint[:12]}); use another output folder")
-        bad = _diff(_compat_config(old['config']), _compat_config(new['config']))
-        if bad: raise StoreError(f"{path} holds experts trained with other settings: {', '.join(bad)}; use another output folder")
         new['config'] = old['config']    # the settings the experts were trained with; only the target count can grow
         new['config']['expert']['n_experts'] = max(old['config']['expert']['n_experts'], cfg.expert.n_experts)
     atomic_write_json(path/'manifest.json', new)
     return cls(path).reindex()
 
 @patch
+def check_config(self:TrajectoryStore, cfg:Config)->TrajectoryStore:
+    "The store, if its experts were trained with `cfg`'s data, model, expert settings and seed; else a `StoreError` naming each change."
+    bad = setting_changes(_flat(_compat_config(self.manifest['config'])), _flat(_compat_config(cfg.to_dict())))
+    if bad: raise StoreError(f"{self.path} holds experts trained with other settings ({'; '.join(bad)}); use a new --out or delete {self.path}")
+    return self
+
+@patch
 def reindex(self:TrajectoryStore)->TrajectoryStore:
-    "Rebuild the manifest's expert index from the finished files (the files are the truth)."
-    self.manifest['experts'] = {str(i): {'file': expert_file(i), **self.metrics(i)} for i in self.finished()}
+    "Rebuild the manifest's expert index from the finished files (the files are the truth; an unreadable one is left out)."
+    def entry(i):
+        try: return {'file': expert_file(i), **self.metrics(i)}
+        except StoreError: return None
+    self.manifest['experts'] = {str(i): e for i in self.finished() if (e := entry(i)) is not None}
     atomic_write_json(self.path/'manifest.json', self.manifest)
     return self
 
+@patch(as_prop=True)
+def identity(self:TrajectoryStore)->str:
+    "A fingerprint of what the experts are: their training data and the settings they were trained with (results made from them record it)."
+    return settings_hash({'data': self.manifest['fingerprint'], **_flat(_compat_config(self.manifest['config']))})
+
 # %% ../nbs/03_experts.ipynb #a197f623
+def _row_sums(t:torch.Tensor)->list[float]: return t.double().sum(-1).reshape(-1).tolist()
+
 @patch
 def write(self:TrajectoryStore,
            i:int,                  # expert index
@@ -113,13 +143,14 @@ def write(self:TrajectoryStore,
            metrics:dict|None=None, # stored in the file's metadata
            manifest:bool=True,     # also record the expert in manifest.json (False: the file only, for concurrent writers)
           ):
-    "Write expert `i` atomically and (unless `manifest=False`) record its metrics in the manifest."
+    "Write expert `i` atomically, with a checksum of every row, and (unless `manifest=False`) record its metrics in the manifest."
     dt = DTYPES[self.manifest['dtype']]
     for m, t in zip(MODALITIES, (image, text)):
         want = (self.epochs + 1, self.layouts[m].numel)
         if tuple(t.shape) != want: raise StoreError(f"expert {i} {m} trajectory has shape {tuple(t.shape)}, expected {want}")
     tensors = {'image': image.detach().to('cpu', dt).contiguous(), 'text': text.detach().to('cpu', dt).contiguous()}
-    meta = {'metrics': json.dumps(metrics or {})}
+    for m, t in tensors.items(): check_finite(t, f"expert {i} {m} trajectory (in {self.manifest['dtype']})", error=StoreError)
+    meta = {'metrics': json.dumps(metrics or {}), 'row_sums': json.dumps({m: _row_sums(t) for m, t in tensors.items()})}
     atomic_write(self.path/expert_file(i), lambda p: save_file(tensors, str(p), metadata=meta))
     if not manifest: return
     self.manifest.setdefault('experts', {})[str(i)] = {'file': expert_file(i), **(metrics or {})}
@@ -132,24 +163,78 @@ def _file(self:TrajectoryStore, i:int)->Path:
     if not p.exists(): raise StoreError(f"expert {i} is not in {self.path} (finished: {self.finished()})")
     return p
 
+_RETRAIN = "run amd-buffer (train_experts) on this store again: it retrains damaged experts"
+
+@patch
+@contextmanager
+def _open(self:TrajectoryStore, i:int):
+    "Expert `i`'s file opened with safetensors, its tensors' shapes checked; a file that cannot be read is a `StoreError` naming it."
+    p = self._file(i)
+    try:
+        with safe_open(str(p), framework='pt') as f:
+            for m in MODALITIES:
+                want = [self.epochs + 1, self.layouts[m].numel]
+                if m not in f.keys() or (got := f.get_slice(m).get_shape()) != want:
+                    raise StoreError(f"{p} is damaged ({m} trajectory {'missing' if m not in f.keys() else f'of shape {got}, expected {want}'}); {_RETRAIN}")
+            yield f
+    except (SafetensorError, OSError) as e: raise StoreError(f"{p} is damaged (not a readable safetensors file: {e}); {_RETRAIN}") from None
+
+@patch
+def _verify(self:TrajectoryStore, f, i:int, m:str, rows:torch.Tensor, ts:list[int]):
+    "Check rows `ts` of expert `i`'s `m` trajectory (as stored): finite, and equal to the checksums written with them."
+    if all((i, m, t) in self._verified for t in ts): return
+    p = self.path/expert_file(i)
+    check_finite(rows, f"{p}: {m} trajectory", _RETRAIN, error=StoreError)
+    try:
+        sums = json.loads((f.metadata() or {}).get('row_sums', 'null') or 'null')
+        want = None if sums is None else torch.tensor([float(sums[m][t]) for t in ts], dtype=torch.float64)   # None: written before checksums were recorded
+    except (ValueError, KeyError, IndexError, TypeError) as e: raise StoreError(f"{p} is damaged (row checksums: {e!r}); {_RETRAIN}") from None
+    if want is not None:
+        got = torch.tensor(_row_sums(rows), dtype=torch.float64)
+        tol = 1e-9 * (rows.double().abs().sum(-1).reshape(-1) + 1)
+        if ((got - want).abs() > tol).any():
+            t = ts[int(((got - want).abs() > tol).nonzero()[0])]
+            raise StoreError(f"{p}: {m} trajectory at epoch {t} does not match the checksum written with it (the file was changed); {_RETRAIN}")
+    self._verified |= {(i, m, t) for t in ts}
+
 @patch
 def metrics(self:TrajectoryStore, i:int)->dict:
     "Metrics of expert `i`, read from its file's metadata."
-    with safe_open(str(self._file(i)), framework='pt') as f: return json.loads((f.metadata() or {}).get('metrics', '{}'))
+    with self._open(i) as f:
+        try: return json.loads((f.metadata() or {}).get('metrics', '{}'))
+        except json.JSONDecodeError as e: raise StoreError(f"{self.path/expert_file(i)} is damaged (metrics: {e}); {_RETRAIN}") from None
 
 @patch
 def __getitem__(self:TrajectoryStore, i:int)->ExpertTrajectory:
-    "Load expert `i` (one file, memory-mapped) as float32 trajectories."
-    with safe_open(str(self._file(i)), framework='pt') as f:
-        meta = json.loads((f.metadata() or {}).get('metrics', '{}'))
-        return ExpertTrajectory(i, f.get_tensor('image').float(), f.get_tensor('text').float(), meta)
+    "Load expert `i` (one file, memory-mapped) as float32 trajectories, checked: finite and as written."
+    meta = self.metrics(i)
+    with self._open(i) as f:
+        t = {m: f.get_tensor(m) for m in MODALITIES}
+        for m in MODALITIES: self._verify(f, i, m, t[m], list(range(self.epochs + 1)))
+        return ExpertTrajectory(i, t['image'].float(), t['text'].float(), meta)
 
 @patch
 def epoch(self:TrajectoryStore, i:int, modality:str, t:int)->torch.Tensor:
-    "θ_modality^(t) of expert `i`, read without loading the rest of the trajectory."
+    "θ_modality^(t) of expert `i`, read without loading the rest of the trajectory (checked: finite and as written)."
     if modality not in MODALITIES: raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if not 0 <= t <= self.epochs: raise IndexError(f"epoch {t} outside 0..{self.epochs}")
-    with safe_open(str(self._file(i)), framework='pt') as f: return f.get_slice(modality)[t].float()
+    with self._open(i) as f:
+        row = f.get_slice(modality)[t]
+        self._verify(f, i, modality, row, [t])
+        return row.float()
+
+@patch
+def damaged(self:TrajectoryStore,
+            full:bool=True, # read every row (finite, checksums); False: only that each file opens with the right shapes
+           )->dict:         # {index: why}
+    "The finished experts whose files cannot be used: unreadable (truncated), wrong shapes, or (`full`) non-finite or changed rows."
+    bad = {}
+    for i in self.finished():
+        try:
+            if full: self[i]
+            else: self.metrics(i)
+        except StoreError as e: bad[i] = str(e)
+    return bad
 
 # %% ../nbs/03_experts.ipynb #18ca768f
 def _toy_layout(n:int)->ParamLayout:
@@ -186,17 +271,24 @@ def train_expert(index:int, cfg:Config, train:EncodedSplit, val:EncodedSplit|Non
             metrics['val'].append({'epoch': epoch, **{k: round(v, 3) for k, v in r.items()}}); post['val_r_mean'] = round(r['r_mean'], 2)
         bar.update(1); bar.set_postfix(post)
     pairs = Pairs(image_inputs(model, train.images, device) if inputs is None else inputs.to(device), train.text.to(device), train.caption_image)
-    fit(model, pairs, {'image': ec.lr_image, 'text': ec.lr_text}, ec.epochs, ec.batch_size, torch.Generator().manual_seed(seed),
-        momentum=ec.momentum, sharded=sharded, on_epoch=on_epoch)
-    bar.close(); metrics['seconds'] = round(time.time() - t0, 3)
+    try: fit(model, pairs, {'image': ec.lr_image, 'text': ec.lr_text}, ec.epochs, ec.batch_size, torch.Generator().manual_seed(seed),
+             momentum=ec.momentum, sharded=sharded, on_epoch=on_epoch)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"expert {index}: {e}; it diverged: lower expert.lr_image / expert.lr_text (now {ec.lr_image:g} / {ec.lr_text:g})") from None
+    finally: bar.close()
+    metrics['seconds'] = round(time.time() - t0, 3)
     if not record: return None, None, metrics
     return torch.stack(traj['image']), torch.stack(traj['text']), metrics
 
 # %% ../nbs/03_experts.ipynb #cfbd815f
 def _store_for(cfg:Config, out, train:EncodedSplit)->TrajectoryStore:
-    "Create or re-open the store at `out` for `cfg` (layouts taken from a model built on the CPU)."
+    "Create or re-open the store at `out` for `cfg` (layouts taken from a model built on the CPU); damaged expert files are removed, to be trained again."
     m = init_dual_encoder(cfg, train.text.shape[1])
-    return TrajectoryStore.create(out, cfg, train.fingerprint(), {k: ParamLayout.of(getattr(m, k)) for k in MODALITIES}, train.text.shape[1])
+    store = TrajectoryStore.create(out, cfg, train.fingerprint(), {k: ParamLayout.of(getattr(m, k)) for k in MODALITIES}, train.text.shape[1])
+    for i, why in (bad := store.damaged()).items():
+        print(f"{why.split('; ')[0]}: training expert {i} again", file=sys.stderr)
+        (store.path/expert_file(i)).unlink()
+    return store.reindex() if bad else store
 
 def _shared_inputs(cfg:Config, train:EncodedSplit, device)->torch.Tensor|None:
     "The frozen backbone's features of `train`, computed once for all experts (None when the backbone trains)."
@@ -221,8 +313,8 @@ def train_experts(cfg:Config,                 # run config (data, model, expert 
                   device=None,                  # torch device (default: `cfg.device`; under torchrun CUDA means cuda:LOCAL_RANK)
                   progress:bool=True,           # show progress bars (rank 0 only)
                  )->TrajectoryStore:
-    "Train the experts missing from the store at `out` and return the store; under torchrun the ranks share the work."
-    with distributed(cfg.device if device is None else device) as device:
+    "Train the experts missing (or damaged) in the store at `out`, holding its lock, and return the store; under torchrun the ranks share the work."
+    with folder_lock(out), distributed(cfg.device if device is None else device) as device:
         bars = progress and is_main_process()
         load = lambda split: load_split(cfg.data, split, progress=bars, seed=cfg.seed)
         if train is None: train = main_first(lambda: load('train'))

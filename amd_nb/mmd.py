@@ -205,7 +205,7 @@ def to_json(self:MMDCurves)->dict:
 def from_json(cls:MMDCurves, d:dict)->MMDCurves:
     "`MMDCurves` from `to_json` output."
     if d.get('format') != FORMAT: raise ValueError(f"not an MMD curves record (format {d.get('format')!r})")
-    return cls(**{k: v for k, v in d.items() if k not in ('format', 'version')})
+    return cls(**{k: v for k, v in d.items() if k not in ('format', 'version', 'store')})
 
 @patch
 def save(self:MMDCurves, path)->Path:
@@ -215,8 +215,8 @@ def save(self:MMDCurves, path)->Path:
 @patch(cls_method=True)
 def load(cls:MMDCurves, path)->MMDCurves:
     "Read a saved `MMDCurves` (a clear error naming the file if it is not one)."
-    try: return cls.from_json(json.loads(Path(path).read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as e: raise ValueError(f"{path} is not a saved MMDCurves: {e}") from None
+    try: return cls.from_json(json.loads(Path(path).read_text(encoding='utf-8')))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as e: raise ValueError(f"{path} is not a saved MMDCurves: {e}") from None
 
 # %% ../nbs/04_mmd.ipynb #5f49e10f
 def expert_magnitudes(traj:ExpertTrajectory, layouts:dict, samples:str='rows', kernel:str='linear', unbiased:bool=True)->dict:
@@ -253,11 +253,17 @@ def mmd_file(kernel:str='linear', samples:str='rows', expert_epochs:int=1, unbia
     "File name of the saved `MMDCurves` for these settings."
     return f"mmd_{kernel}{'-biased' if kernel == 'rbf' and not unbiased else ''}_{samples}_M{expert_epochs}.json"
 
-def _reusable(path:Path, want:dict)->MMDCurves|None:
-    "The saved curves at `path` if they exist, load, and were made with exactly `want` (windows re-derived from the ratio)."
-    if not path.exists(): return None
-    try: c = MMDCurves.load(path)
-    except ValueError: return None
+def _saved(path:Path, store:TrajectoryStore)->MMDCurves|None:
+    "The curves saved at `path` from this store's experts (the store's identity recorded with them), else None."
+    try: d = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError): return None
+    if not isinstance(d, dict) or d.get('store') != store.identity: return None
+    try: return MMDCurves.from_json(d)
+    except (TypeError, ValueError, AttributeError): return None
+
+def _reusable(path:Path, want:dict, store:TrajectoryStore)->MMDCurves|None:
+    "The saved curves at `path` if they exist, load, come from this store's experts and were made with exactly `want` (windows re-derived from the ratio)."
+    if not path.exists() or (c := _saved(path, store)) is None: return None
     if not all(getattr(c, k) == v for k, v in want.items()): return None
     R_V, R_L, med = windows_from_ratio(c.ratio, c.epochs, c.expert_epochs)
     return c if (R_V, R_L, med) == (c.R_V, c.R_L, c.median) else None
@@ -265,8 +271,7 @@ def _reusable(path:Path, want:dict)->MMDCurves|None:
 def _saved_magnitudes(store:TrajectoryStore, want:dict)->dict|None:
     "Per-expert curves saved for the same settings and experts under another M (the curves do not depend on M)."
     for p in sorted(store.path.glob(mmd_file(want['kernel'], want['samples'], '*', want['unbiased']))):
-        try: c = MMDCurves.load(p)
-        except ValueError: continue
+        if (c := _saved(p, store)) is None: continue
         if all(getattr(c, k) == v for k, v in want.items() if k != 'expert_epochs'): return c.per_expert
 
 # %% ../nbs/04_mmd.ipynb #ba26ae6d
@@ -286,9 +291,9 @@ def mmd_windows(store:TrajectoryStore|str|Path, # expert trajectories (or the st
     if not 1 <= expert_epochs <= store.epochs: raise ValueError(f"expert_epochs must be in 1..{store.epochs}, got {expert_epochs}")
     path = store.path/mmd_file(kernel, samples, expert_epochs, unbiased)
     want = dict(kernel=kernel, samples=samples, unbiased=unbiased, eps=eps, expert_epochs=expert_epochs, epochs=store.epochs, experts=ex)
-    if cache and (c := _reusable(path, want)): return c
+    if cache and (c := _reusable(path, want, store)): return c
     per = (cache and _saved_magnitudes(store, want)) or mmd_curves(store, kernel, samples, unbiased, ex, progress)
     c = MMDCurves.from_magnitudes(per, expert_epochs, kernel, samples, ex, unbiased, eps)
-    try: c.save(path)
+    try: atomic_write_json(path, {**c.to_json(), 'store': store.identity})   # which experts: a store rebuilt in this folder recomputes
     except OSError as e: warnings.warn(f"MMD curves not saved to {path}: {e}")
     return c

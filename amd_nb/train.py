@@ -4,9 +4,11 @@
 
 # %% ../nbs/02c_train.ipynb #bf47be73
 from __future__ import annotations
+import math
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
+from .checks import NonFiniteError, check_finite
 
 from .config import Config
 from .data import EncodedSplit
@@ -115,7 +117,7 @@ def fit(model:DualEncoder,
         sharded:bool=False,           # all ranks train this model together (see `batch_loss`)
         on_epoch=None,                # `on_epoch(epoch, mean_loss)` after every epoch
        )->list[float]:                # mean training loss of each epoch
-    "Train `model` on `pairs` with SGD, one pass over the rows per epoch."
+    "Train `model` on `pairs` with SGD, one pass over the rows per epoch; a non-finite loss or parameter is a `NonFiniteError`."
     loss, opt = loss or InfoNCE(), _optimizer(model, lrs, momentum, weight_decay)
     params = [p for grp in opt.param_groups for p in grp['params']]
     n, bs, hist = len(pairs), min(batch_size, len(pairs)), []
@@ -131,7 +133,9 @@ def fit(model:DualEncoder,
                 opt.zero_grad(set_to_none=True)
                 if l.requires_grad: l.backward()
                 if sharded: all_reduce_grads(params)
-                opt.step(); tot += l.item() * len(rows)
+                if not math.isfinite(v := l.item()): raise NonFiniteError(f"the training loss is {v} at epoch {epoch}, step {b // bs + 1}")
+                opt.step(); tot += v * len(rows)
+            for p in params: check_finite(p.detach(), f"the model's parameters after epoch {epoch}")
             hist.append(tot / n)
             if on_epoch is not None: on_epoch(epoch, hist[-1])
     return hist

@@ -1,5 +1,5 @@
 "Shared pytest fixtures. Data: Karpathy-layout and folder/CSV fixtures written with PIL, a counting text encoder."
-import json
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from PIL import Image
@@ -52,3 +52,21 @@ def counting_encoder():
     enc = CountingEncoder()
     register_text_encoder('test-count')(lambda name, device: enc)
     return enc
+
+
+TINY_DEMO = ['--preset', 'tiny', '--set', 'eval.n_eval=2']
+
+def run_prog(prog, *args, **kw):
+    "Run console script `prog` of this environment in a subprocess (one thread)."
+    return subprocess.run([str(Path(sys.executable).parent/prog), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'}, **kw)
+
+@pytest.fixture(scope='session')
+def tiny_demo(tmp_path_factory):
+    "A finished `amd-demo` on the tiny preset and the output of running it twice: (out, first, second). Tests copy it before changing it."
+    out = tmp_path_factory.mktemp('demo')/'run'
+    first = run_prog('amd-demo', *TINY_DEMO, '--out', out, '--quiet')
+    assert first.returncode == 0, first.stderr
+    second = run_prog('amd-demo', *TINY_DEMO, '--out', out, '--quiet')
+    assert second.returncode == 0, second.stderr
+    return out, first, second

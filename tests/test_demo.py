@@ -14,14 +14,9 @@ def run(prog, *args, **kw):
 
 
 @pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    "A finished tiny main job and the output of running it twice."
-    out = tmp_path_factory.mktemp('demo')/'run'
-    first = run('amd-demo', *TINY, '--out', out, '--quiet')
-    assert first.returncode == 0, first.stderr
-    second = run('amd-demo', *TINY, '--out', out, '--quiet')
-    assert second.returncode == 0, second.stderr
-    return out, first, second
+def demo(tiny_demo):
+    "A finished tiny main job and the output of running it twice (`conftest.tiny_demo`, shared with the bad-input suite)."
+    return tiny_demo
 
 
 def test_metrics_json(demo):

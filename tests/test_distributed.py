@@ -78,5 +78,5 @@ def test_data_parallel_matches_single_process(tmp_path, env, reference):
 def test_torchrun_store_error_reaches_every_rank(env, reference):
     # rank 0 refuses the incompatible store; rank 1 gets the same one-line error instead of waiting forever
     r = torchrun(reference.path.parent, env, '--set', 'model.width=4', check=False)
-    msg = 'amd-buffer: error: ' + f"{reference.path} holds experts trained with other settings: model.width"
+    msg = 'amd-buffer: error: ' + f"{reference.path} holds experts trained with other settings (model.width: "
     assert r.returncode != 0 and r.stderr.count(msg) == 2, r.stderr[-3000:]

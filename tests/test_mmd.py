@@ -172,8 +172,9 @@ def test_recompute_after_new_expert(store, tiny):
     assert MMDCurves.load(f) == c3
 
 def test_unsaved_when_store_is_read_only(store, monkeypatch):
-    def refuse(self, path): raise PermissionError(f"read-only: {path}")
-    monkeypatch.setattr(MMDCurves, 'save', refuse)
+    import amd_nb.mmd
+    def refuse(path, obj): raise PermissionError(f"read-only: {path}")
+    monkeypatch.setattr(amd_nb.mmd, 'atomic_write_json', refuse)
     with pytest.warns(UserWarning, match='MMD curves not saved'): c = mmd_windows(store)
     assert len(c.ratio) == store.epochs and not list(store.path.glob('mmd_*.json'))
 

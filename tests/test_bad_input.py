@@ -1,0 +1,477 @@
+"""Bad input, hostile reruns and concurrent writers, tried as a new user would (issue 13), on the `tiny` preset.
+
+Every case ends either in exactly one stderr line `<prog>: error: <message naming the value or file>` with exit
+status 2 and no traceback, or in the correct behaviour (recomputed, refused, extended, left untouched). Commands
+run in this process (`amd_nb.cli.amd_*(argv)`), so a traceback would fail the test as an uncaught exception; the
+lock cases start real second processes.
+"""
+import contextlib, io, json, os, shutil, signal, struct, subprocess, sys, time, zlib
+from pathlib import Path
+import pytest, torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from amd_nb import cli
+from amd_nb.checks import NonFiniteError
+from amd_nb.config import get_preset
+from amd_nb.data import embedding_cache_path, load_split
+from amd_nb.experts import TrajectoryStore, expert_file
+from amd_nb.models import recall_at_k
+from amd_nb.synthetic import SyntheticSet
+
+PROGS = {'amd-buffer': cli.amd_buffer, 'amd-distill': cli.amd_distill, 'amd-eval': cli.amd_eval,
+         'amd-compare': cli.amd_compare, 'amd-demo': cli.amd_demo}
+
+
+def run(prog, *args):
+    "Run a command in this process on the tiny preset: (exit status, stdout, stderr)."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = PROGS[prog](['--preset', 'tiny', '--quiet', *map(str, args)])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def one_line_error(prog, r, *names)->str:
+    "Assert exit 2 and exactly one stderr line `prog: error: ...` that contains every one of `names`; return it."
+    rc, _, err = r
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and 'Traceback' not in err, (rc, err)
+    for n in names: assert str(n) in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def ok(r):
+    rc, out, err = r
+    assert rc == 0, err
+    return r
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    "A module folder with its own embedding cache (restored afterwards)."
+    root = tmp_path_factory.mktemp('bad')
+    old = os.environ.get('AMD_NB_CACHE')
+    os.environ['AMD_NB_CACHE'] = str(root/'cache')
+    yield root
+    if old is None: os.environ.pop('AMD_NB_CACHE', None)
+    else: os.environ['AMD_NB_CACHE'] = old
+
+
+@pytest.fixture(scope='module')
+def base(root):
+    "A tiny expert store (2 experts × 2 epochs): `amd-buffer --out base`."
+    ok(run('amd-buffer', '--out', root/'base', '--set', 'expert.eval_every=0'))
+    return root/'base'/'experts'
+
+
+@pytest.fixture(scope='module')
+def distilled(root, base):
+    "A finished 4-iteration `lors` distillation of `base`: `amd-distill --out mm`."
+    ok(run('amd-distill', '--experts', base, '--out', root/'mm'))
+    return root/'mm'/'distill'/'lors'
+
+
+def copy_store(base, dest:Path)->Path:
+    shutil.copytree(base, dest/'experts'); return dest/'experts'
+
+
+def rewrite(path:Path, change):
+    "Rewrite the safetensors file `path` with `change(tensors)` applied, keeping its metadata."
+    with safe_open(str(path), framework='pt') as f: meta = f.metadata()
+    t = load_file(str(path)); change(t); save_file(t, str(path), metadata=meta)
+
+
+def same_set(a:SyntheticSet, b:SyntheticSet)->bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def png_header(path:Path, w:int, h:int)->Path:
+    "A PNG whose header claims w×h pixels (a few dozen bytes)."
+    chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)) + chunk(b'IEND', b''))
+    return path
+
+
+def csv_data(folder:Path, extra_rows=(), n:int=24)->Path:
+    "A folder of `n` small PNGs with captions.csv (split column) plus `extra_rows` (image, caption, split)."
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ['image,caption,split']
+    for i in range(n):
+        Image.new('RGB', (8, 8), (10 * i, 0, 0)).save(folder/f'{i:02d}.png')
+        rows.append(f"{i:02d}.png,red square number {i},{['train', 'train', 'val', 'test'][i % 4]}")
+    rows += [','.join(r) for r in extra_rows]
+    (folder/'captions.csv').write_text('\n'.join(rows) + '\n')
+    return folder/'captions.csv'
+
+
+# ---------------------------------------------------------------- 1. non-finite numbers are errors, never metrics
+
+def test_recall_of_a_nan_model_is_an_error():
+    with pytest.raises(NonFiniteError, match='image embeddings: 6 of 6 values are not finite'):
+        recall_at_k(torch.full((3, 2), float('nan')), torch.eye(2)[[0, 1, 1]], torch.tensor([0, 1, 2]))
+
+
+def test_eval_with_diverging_lr(root, base):
+    "The issue's reproduction: `eval.lr_*=1e6` scored 100.0 ± 0.0 on every metric."
+    out = root/'evlr'
+    msg = one_line_error('amd-eval', run('amd-eval', '--experts', base, '--out', out, '--set', 'eval.lr_image=1e6', '--set', 'eval.lr_text=1e6', 'random@8'),
+                         "set 'random@8'", 'not finite', 'lower eval.lr_image / eval.lr_text')
+    assert '100.0' not in msg and not (out/'eval').exists()
+
+
+@pytest.mark.parametrize('prog, key, value', [('amd-distill', 'distill.lr_image', 'inf'), ('amd-buffer', 'expert.lr_image', 'inf'),
+                                              ('amd-eval', 'eval.lr_text', 'nan'), ('amd-distill', 'distill.text_radius', 'inf'),
+                                              ('amd-buffer', 'model.temperature', '-inf')])
+def test_nonfinite_settings(root, base, prog, key, value):
+    extra = ['--experts', base] if prog != 'amd-buffer' else []
+    one_line_error(prog, run(prog, *extra, '--out', root/'nonfinite', '--set', f'{key}={value}', *(['random@8'] if prog == 'amd-eval' else [])),
+                   f"{key}: must be a finite number, got {value}")
+    assert not (root/'nonfinite').exists()
+
+
+def test_expert_that_diverges(root):
+    "`expert.lr_image=inf` wrote NaN trajectories and printed val r_mean 100.0; a finite lr that diverges is stopped too."
+    one_line_error('amd-buffer', run('amd-buffer', '--out', root/'x30', '--set', 'expert.lr_image=1e30'),
+                   'expert 0: the training loss is nan', 'lower expert.lr_image')
+    assert TrajectoryStore(root/'x30'/'experts').finished() == []
+
+
+def test_nan_pixels_in_a_synthetic_set(root, base, distilled):
+    "A set with 4 NaN pixels scored 100.0 (the intact set: r_mean ~10)."
+    shutil.copytree(distilled/'synthetic', root/'nanset')
+    rewrite(root/'nanset'/'synthetic.safetensors', lambda t: t['images'].view(-1)[:4].fill_(float('nan')))
+    one_line_error('amd-eval', run('amd-eval', '--experts', base, '--out', root/'ev_nan', root/'nanset'),
+                   f"{root/'nanset'/'synthetic.safetensors'}: images: 4 of", 'not finite')
+
+
+def test_nan_expert(root, base):
+    store = copy_store(base, root/'nanexp')
+    for i in (0, 1): rewrite(store/expert_file(i), lambda t: t['text'].fill_(float('nan')))
+    one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/'nanexp'), 'expert_000', 'text trajectory', 'not finite')
+    one_line_error('amd-eval', run('amd-eval', '--experts', store, '--out', root/'nanexp', 'spm@8'), expert_file(0), 'not finite')
+
+
+def test_finite_garbage_in_an_expert(root, base):
+    store = copy_store(base, root/'garbage')
+    for i in (0, 1): rewrite(store/expert_file(i), lambda t: t['image'].mul_(1000))
+    one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/'garbage'),
+                   'image trajectory at epoch', 'does not match the checksum written with it', 'amd-buffer')
+
+
+def test_nan_embedding_cache_is_recomputed(root, base):
+    "A NaN text-embedding cache entry scored 100.0; now it is computed again and never used."
+    tr = load_split(get_preset('tiny').data, 'train', progress=False)
+    p = embedding_cache_path(tr.pairs.flat_captions, 'minilm', root/'cache')
+    assert p.exists()
+    save_file({'embeddings': torch.full_like(tr.text, float('nan'))}, str(p))
+    rc, out, err = ok(run('amd-eval', '--experts', base, '--out', root/'ev_cache', 'random@8'))
+    assert torch.equal(load_file(str(p))['embeddings'], tr.text)
+    assert 0 < json.loads((root/'ev_cache'/'eval'/'random_B8.json').read_text())['mean']['r_mean'] < 100
+
+
+# ---------------------------------------------------------------- 2. reruns never reuse results made under other settings
+
+def test_distill_rerun_with_another_seed(root, base, distilled):
+    "The issue's reproduction: exit 0 in 4 s, tensors of the seed-0 set, `synthetic.json` saying seed 5."
+    before = {p.name: p.read_bytes() for p in (distilled/'synthetic').iterdir()}
+    one_line_error('amd-distill', run('amd-distill', '--experts', base, '--out', root/'mm', '--set', 'seed=5'),
+                   f"{distilled/'checkpoint.safetensors'} was made with other settings (seed: 0 → 5)", f"use a new --out or delete {distilled}")
+    assert {p.name: p.read_bytes() for p in (distilled/'synthetic').iterdir()} == before
+
+
+@pytest.mark.parametrize('key, old, new', [('distill.sim_rank', 10, 3), ('distill.budget', 8, 6), ('distill.lr_image', 1.0, 2.0)])
+def test_distill_rerun_with_other_settings(root, base, distilled, key, old, new):
+    "A new budget or `sim_rank` gave a traceback (size mismatch); any change of the set's settings is refused by name."
+    one_line_error('amd-distill', run('amd-distill', '--experts', base, '--out', root/'mm', '--set', f'{key}={new}'), f"{key}: {old} → {new}")
+
+
+def test_distill_rerun_with_fewer_iterations(root, base, distilled):
+    one_line_error('amd-distill', run('amd-distill', '--experts', base, '--out', root/'mm', '--set', 'distill.iterations=2'),
+                   'is at iteration 4, beyond distill.iterations 2')
+
+
+def test_distill_more_iterations_extend_the_run(root, base, distilled):
+    "More iterations continue from the checkpoint: the result equals an uninterrupted longer run, and says so."
+    shutil.copytree(root/'mm', root/'mm_more')
+    ok(run('amd-distill', '--experts', base, '--out', root/'mm_more', '--set', 'distill.iterations=6'))
+    ok(run('amd-distill', '--experts', base, '--out', root/'mm6', '--set', 'distill.iterations=6'))
+    a, b = (SyntheticSet.load(r/'distill'/'lors'/'synthetic') for r in (root/'mm_more', root/'mm6'))
+    assert same_set(a, b) and a.meta['config']['distill']['iterations'] == 6
+
+
+def test_buffer_rerun_with_another_lr(root, base):
+    "Two `amd-buffer` runs with different lrs left a mixed store; a rerun names the change and trains nothing."
+    copy_store(base, root/'lr')
+    before = (root/'lr'/'experts'/expert_file(0)).read_bytes()
+    one_line_error('amd-buffer', run('amd-buffer', '--out', root/'lr', '--set', 'expert.lr_image=0.05'),
+                   'holds experts trained with other settings (expert.lr_image: 0.1 → 0.05)')
+    assert (root/'lr'/'experts'/expert_file(0)).read_bytes() == before
+
+
+def test_compare_rerun_with_other_eval_settings(root, base):
+    args = ['--experts', base, '--out', root/'cmp', '--methods', 'random', '--budgets', 8, '--n-syn-sets', 1]
+    ok(run('amd-compare', *args))
+    one_line_error('amd-compare', run('amd-compare', *args, '--set', 'eval.epochs=4'),
+                   f"{root/'cmp'/'comparison'/'cells'/'random_B8_s0.json'} was made with other settings (eval.epochs: 3 → 4)")
+    (root/'cmp'/'comparison'/'cells'/'random_B8_s0.json').write_text('{"method": "random", "bud')
+    one_line_error('amd-compare', run('amd-compare', *args), 'random_B8_s0.json is damaged (not valid JSON', 'delete it')
+
+
+@pytest.mark.parametrize('key, value, msg', [('eval.epochs', 4, 'full.json was made with other settings (eval.epochs: 3 → 4)'),
+                                             ('distill.iterations', 6, 'amd_B8_s0.json was made with other settings (distill.iterations: 4 → 6)'),
+                                             ('distill.lr_image', 2.0, 'amd_B8_s0.json was made with other settings (distill.lr_image: 1.0 → 2.0)'),
+                                             ('model.width', 4, 'holds experts trained with other settings (model.width: 8 → 4)')])
+def test_demo_rerun_with_other_settings(tiny_demo, key, value, msg):
+    "The issue's reproduction: every stage skipped, `metrics.json` stating the new config over old numbers."
+    out = tiny_demo[0]
+    before = {p.name: p.read_bytes() for p in (out/'metrics.json', out/'report.html', out/'comparison'/'comparison.json')}
+    one_line_error('amd-demo', run('amd-demo', '--out', out, '--set', 'eval.n_eval=2', '--set', f'{key}={value}'), msg, 'use a new --out or delete')
+    assert {p.name: p.read_bytes() for p in (out/'metrics.json', out/'report.html', out/'comparison'/'comparison.json')} == before
+
+
+def test_demo_damaged_run_files(tiny_demo, tmp_path):
+    "Damaged `stages.json`, `prototypes.json` and `comparison.json` are recomputed; a damaged cell is named."
+    out = tmp_path/'run'; shutil.copytree(tiny_demo[0], out)
+    for f in ('stages.json', 'prototypes.json', 'comparison/comparison.json'): (out/f).write_bytes(b'\xff{"x": ')
+    rc, stdout, err = ok(run('amd-demo', '--out', out, '--set', 'eval.n_eval=2'))
+    for f in ('stages.json', 'prototypes.json', 'comparison/comparison.json'): json.loads((out/f).read_text())
+    assert '[3/6] prototypes: ' in stdout and 'skipped' not in [l for l in stdout.splitlines() if l.startswith('[3/6]')][-1]
+    assert json.loads((out/'metrics.json').read_text())['methods'] == json.loads((tiny_demo[0]/'metrics.json').read_text())['methods']
+    (out/'comparison'/'cells'/'random_B8_s0.json').write_text('{}x')
+    one_line_error('amd-demo', run('amd-demo', '--out', out, '--set', 'eval.n_eval=2'), 'random_B8_s0.json is damaged')
+
+
+# ---------------------------------------------------------------- 3. one writer per output folder
+
+HOLD = ("import sys, time; from amd_nb.io import folder_lock\n"
+        "with folder_lock(sys.argv[1], 'amd-distill --out held'):\n    print('held', flush=True); time.sleep(120)")
+
+
+@pytest.fixture(scope='module')
+def held(root):
+    "An output folder whose lock another process holds."
+    p = subprocess.Popen([sys.executable, '-c', HOLD, str(root/'held')], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'held'
+    yield root/'held', p.pid
+    p.kill(); p.wait()
+
+
+@pytest.mark.parametrize('prog', list(PROGS))
+def test_second_writer_is_refused(base, held, prog):
+    out, pid = held
+    extra = {'amd-buffer': [], 'amd-demo': [], 'amd-distill': ['--experts', base], 'amd-compare': ['--experts', base, '--budgets', 8],
+             'amd-eval': ['--experts', base, 'random@8']}[prog]
+    one_line_error(prog, run(prog, *extra, '--out', out), f"{out} is in use by another run (pid {pid} on ", 'amd-distill --out held', 'use another output folder')
+
+
+def test_two_distills_on_one_folder(root, base):
+    "The issue's reproduction: both exited 0 and `log.jsonl` had 211 lines for 120 iterations."
+    cmd = [sys.executable, '-c', 'import sys; from amd_nb.cli import amd_distill; sys.exit(amd_distill(sys.argv[1:]))',
+           '--preset', 'tiny', '--quiet', '--experts', str(base), '--out', str(root/'two'), '--set', 'distill.iterations=120']
+    ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate()[1] for p in ps]
+    res = sorted((p.returncode, e) for p, e in zip(ps, errs))
+    assert [rc for rc, _ in res] == [0, 2], res
+    assert 'amd-distill: error: ' in res[1][1] and 'is in use by another run' in res[1][1] and 'Traceback' not in res[1][1]
+    log = [json.loads(l)['iteration'] for l in (root/'two'/'distill'/'lors'/'log.jsonl').read_text().splitlines()]
+    assert log == list(range(1, 121))
+
+
+def test_stale_lock_and_temp_files_of_a_killed_run(root, base):
+    "A run killed while holding the lock leaves its record and temporary files; the next run takes over and cleans up."
+    out = root/'stale'; (out/'eval').mkdir(parents=True)
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True).stdout.strip()
+    (out/'.lock').write_text(json.dumps(dict(pid=int(dead), host='h', command='amd-eval', since='then')))
+    stale = [out/'eval'/f'.random_B8.json.{dead}.tmp', out/f'.x.safetensors.{dead}.tmp']
+    for p in stale: p.write_bytes(b'half a file')
+    live = out/'.y.json.1.tmp'; live.write_bytes(b'pid 1 is alive')
+    ok(run('amd-eval', '--experts', base, '--out', out, 'random@8'))
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_torchrun_ranks_share_the_lock(tmp_path):
+    "Under torchrun only rank 0 takes the lock: the other ranks of the job are not locked out."
+    from amd_nb.io import folder_lock
+    probe = ("import sys; from amd_nb.io import folder_lock\n"
+             "with folder_lock(sys.argv[1]): print('in')")
+    with folder_lock(tmp_path):
+        r1 = subprocess.run([sys.executable, '-c', probe, str(tmp_path)], capture_output=True, text=True, env={**os.environ, 'RANK': '1'})
+        r0 = subprocess.run([sys.executable, '-c', probe, str(tmp_path)], capture_output=True, text=True, env={**os.environ, 'RANK': '0'})
+    assert r1.stdout.strip() == 'in' and 'FolderLocked' in r0.stderr
+
+
+# ---------------------------------------------------------------- 4. paths stay inside the data folder
+
+@pytest.fixture(scope='module')
+def secret(root):
+    (root/'x').mkdir(exist_ok=True)
+    Image.new('RGB', (8, 8), (1, 2, 3)).save(root/'x'/'secret.png')
+    return root/'x'/'secret.png'
+
+
+@pytest.mark.parametrize('entry', ['../../x/secret.png', 'ABS', '/etc/passwd', '/etc/no-such-file'])
+def test_csv_paths_outside_the_data_folder(root, secret, entry):
+    entry = str(secret) if entry == 'ABS' else entry
+    f = csv_data(root/'d'/'sub', [(entry, 'a secret', 'train')])
+    msg = one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc'), f"image {entry!r} is outside the data folder")
+    assert 'does not exist' not in msg                 # the same words whether or not the outside file exists
+
+
+def test_missing_and_existing_outside_files_read_alike(root, secret):
+    msgs = []
+    for entry in ('/etc/passwd', '/etc/no-such-file'):
+        f = csv_data(root/'alike', [(entry, 'x', 'train')])
+        msgs.append(one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc')).replace(entry, 'ENTRY'))
+    assert msgs[0] == msgs[1]
+
+
+def test_symlink_out_of_the_data_folder(root, secret):
+    f = csv_data(root/'sym')
+    (root/'sym'/'link.png').symlink_to(secret)
+    f.write_text(f.read_text() + 'link.png,a linked secret,train\n')
+    one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc'), "image 'link.png' is outside the data folder")
+
+
+@pytest.mark.parametrize('layout', ['blip', 'dataset'])
+def test_karpathy_paths_outside_the_data_folder(root, secret, layout):
+    d = root/f'k_{layout}'; d.mkdir()
+    Image.new('RGB', (8, 8)).save(d/'a.png')
+    if layout == 'blip':
+        for s in ('train', 'val', 'test'):
+            (d/f'flickr30k_{s}.json').write_text(json.dumps([{'image': 'a.png', 'caption': 'ok'}, {'image': '../x/secret.png', 'caption': 'no'}]))
+    else:
+        (d/'dataset_flickr30k.json').write_text(json.dumps({'images': [{'filename': f, 'split': s, 'sentences': [{'raw': 'x'}]}
+                                                                        for s in ('train', 'val', 'test') for f in ('a.png', '../x/secret.png')]}))
+    one_line_error('amd-buffer', run('amd-buffer', '--data', d, '--out', root/'esc'), "image '../x/secret.png' is outside the data folder")
+
+
+def test_manifest_cache_dir_is_never_written(root, base, monkeypatch):
+    "A crafted manifest's `config.data.cache_dir` made `amd-distill` write outside the output folder."
+    store = copy_store(base, root/'crafted')
+    mf = json.loads((store/'manifest.json').read_text()); mf['config']['data']['cache_dir'] = str(root/'evil')
+    (store/'manifest.json').write_text(json.dumps(mf))
+    monkeypatch.setenv('AMD_NB_CACHE', str(root/'fresh_cache'))          # an empty cache: the run must embed and write somewhere
+    ok(run('amd-distill', '--experts', store, '--out', root/'crafted'))
+    assert not (root/'evil').exists() and any((root/'fresh_cache'/'text').iterdir())
+
+
+# ---------------------------------------------------------------- 5. one line naming the value or file
+
+@pytest.mark.parametrize('kind', ['csv', 'jsonl', 'blip', 'yaml', 'json'])
+def test_not_utf8(root, kind):
+    d = root/f'latin_{kind}'; d.mkdir()
+    latin = 'caf\xe9'.encode('latin-1')
+    if kind in ('yaml', 'json'):
+        f = d/f'run.{kind}'; f.write_bytes(b'seed: 1 # ' + latin + b'\n' if kind == 'yaml' else b'{"seed": 1, "x": "' + latin + b'"}')
+        one_line_error('amd-buffer', run('amd-buffer', '--config', f, '--out', root/'esc'), f"config file {f} is not UTF-8 text")
+        return
+    Image.new('RGB', (8, 8)).save(d/'a.png')
+    if kind == 'csv': f = d/'captions.csv'; f.write_bytes(b'image,caption\na.png,' + latin + b'\n')
+    elif kind == 'jsonl': f = d/'captions.jsonl'; f.write_bytes(b'{"image": "a.png", "caption": "' + latin + b'"}\n')
+    else:
+        f = d/'flickr30k_train.json'
+        for s in ('val', 'test'): (d/f'flickr30k_{s}.json').write_text('[]')
+        f.write_bytes(b'[{"image": "a.png", "caption": "' + latin + b'"}]')
+    one_line_error('amd-buffer', run('amd-buffer', '--data', d if kind == 'blip' else f, '--out', root/'esc'), f"{f}: not UTF-8 text", 'save it as UTF-8')
+
+
+def test_dataset_json_with_sentences_not_a_list(root):
+    d = root/'sent5'; d.mkdir()
+    (d/'dataset_flickr30k.json').write_text(json.dumps({'images': [{'filename': 'a.jpg', 'split': 'train', 'sentences': 5}]}))
+    one_line_error('amd-buffer', run('amd-buffer', '--data', d, '--out', root/'esc'), "dataset_flickr30k.json: image 0: 'sentences' must be a list, got 5")
+
+
+@pytest.mark.parametrize('side, msg', [(20000, 'is too large to decode safely'), (7500, 'is 7500×7500 = 56.2 megapixels, above the decode limit')])
+def test_decompression_bomb(root, side, msg):
+    "A 316 KB 10000×10000 PNG added 1.5 GB of memory; above PIL's limit it was a traceback."
+    f = csv_data(root/f'bomb{side}')
+    png_header(root/f'bomb{side}'/'big.png', side, side)
+    f.write_text(f.read_text() + 'big.png,a huge picture,train\n')
+    one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc'), 'big.png', msg)
+
+
+@pytest.mark.parametrize('prog, args, msg', [
+    ('amd-demo', ['--budget', 5000], 'distill.budget: budget 5000 is larger than the 48 training images'),
+    ('amd-demo', ['--budget', 0], '--budget: want a number of synthetic pairs ≥ 1, got 0'),
+    ('amd-eval', ['random@5000'], 'random@5000: budget 5000 is larger than the 48 training images'),
+    ('amd-eval', ['random@0'], 'random@0: a budget must be a whole number ≥ 1, got 0'),
+    ('amd-compare', ['--budgets', -5], 'budgets: a budget must be a whole number ≥ 1, got -5'),
+    ('amd-compare', ['--budgets', 5000], 'budgets: budget 5000 is larger than the 48 training images'),
+    ('amd-compare', ['--budgets', 8, '--n-syn-sets', 0], 'n_syn_sets: want a whole number ≥ 1')])
+def test_budgets(root, base, prog, args, msg):
+    one_line_error(prog, run(prog, *([] if prog == 'amd-demo' else ['--experts', base]), '--out', root/'budget', *args), msg)
+
+
+def test_truncated_expert_is_named_then_retrained(root, base):
+    store = copy_store(base, root/'trunc')
+    f = store/expert_file(1); f.write_bytes(f.read_bytes()[:-200])
+    one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/'trunc'), f"{f} is damaged", 'amd-buffer')
+    rc, _, err = ok(run('amd-buffer', '--out', root/'trunc'))
+    assert 'training expert 1 again' in err
+    assert torch.equal(TrajectoryStore(store)[1].image, TrajectoryStore(base)[1].image)
+
+
+def test_truncated_checkpoint(root, base, distilled):
+    shutil.copytree(root/'mm', root/'ck')
+    ck = root/'ck'/'distill'/'lors'/'checkpoint.safetensors'; ck.write_bytes(ck.read_bytes()[:-100])
+    one_line_error('amd-distill', run('amd-distill', '--experts', base, '--out', root/'ck'), f"{ck} is damaged", f'delete {ck}')
+
+
+@pytest.mark.parametrize('content, msg', [('{}', 'is not a trajectory store manifest (it lacks config'), ('{"epochs": ', 'is damaged (not valid JSON')])
+def test_damaged_manifest(root, base, content, msg):
+    store = copy_store(base, root/f'mf{len(content)}')
+    (store/'manifest.json').write_text(content)
+    one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/'esc'), f"{store/'manifest.json'}", msg)
+
+
+def test_stray_copy_of_an_expert_file(root, base):
+    store = copy_store(base, root/'copyfile')
+    shutil.copy(store/expert_file(0), store/'expert_0000 (copy).safetensors')
+    ok(run('amd-distill', '--experts', store, '--out', root/'copyfile'))
+    assert TrajectoryStore(store).finished() == [0, 1]
+
+
+@pytest.mark.parametrize('tower, msg', [('timm:no_such_net', "unknown timm model 'no_such_net'"), ('no_such_tower', "model.image_tower: unknown image tower 'no_such_tower'")])
+def test_unknown_image_tower(root, tower, msg):
+    one_line_error('amd-buffer', run('amd-buffer', '--out', root/'tower', '--set', f'model.image_tower={tower}'), msg)
+
+
+def test_device_this_machine_lacks(root):
+    dev = f'cuda:{torch.cuda.device_count()}' if torch.cuda.is_available() else 'cuda'
+    one_line_error('amd-buffer', run('amd-buffer', '--out', root/'dev', '--device', dev), f"device {dev!r}")
+    assert not (root/'dev').exists()
+
+
+def test_out_is_a_file(root):
+    (root/'afile').write_text('not a folder')
+    one_line_error('amd-buffer', run('amd-buffer', '--out', root/'afile'), f"{root/'afile'} is a file, not a folder")
+
+
+def test_read_only_output_folder(root):
+    if os.geteuid() == 0: out = Path('/sys')             # root writes anywhere chmod allows; sysfs refuses even root
+    else: (root/'ro').mkdir(); (root/'ro').chmod(0o500); out = root/'ro'
+    one_line_error('amd-buffer', run('amd-buffer', '--out', out), f"cannot write {out}")
+
+
+def test_toml_config(root):
+    "A `.toml` config was parsed as JSON."
+    f = root/'run.toml'; f.write_text('[expert]\nepochs = 1\neval_every = 0\n')
+    ok(run('amd-buffer', '--config', f, '--out', root/'toml'))
+    assert TrajectoryStore(root/'toml'/'experts').epochs == 1
+    (root/'run.ini').write_text('[expert]\n')
+    one_line_error('amd-buffer', run('amd-buffer', '--config', root/'run.ini', '--out', root/'toml'), "unknown format '.ini'")
+
+
+# ---------------------------------------------------------------- 6. dropout: reproducible runs and exact resume
+
+def test_dropout_runs_are_reproducible(root):
+    "`model.text_dropout > 0` made two identical distillations differ."
+    drop = ['--set', 'model.text_dropout=0.1']
+    ok(run('amd-buffer', '--out', root/'drop', '--set', 'expert.eval_every=0', *drop))
+    store = root/'drop'/'experts'
+    for out, its in (('d1', 4), ('d2', 4), ('d3', 2)): ok(run('amd-distill', '--experts', store, '--out', root/out, *drop, '--set', f'distill.iterations={its}'))
+    ok(run('amd-distill', '--experts', store, '--out', root/'d3', *drop, '--set', 'distill.iterations=4'))   # resumed from iteration 2
+    a, b, c = (SyntheticSet.load(root/o/'distill'/'lors'/'synthetic') for o in ('d1', 'd2', 'd3'))
+    assert same_set(a, b) and same_set(a, c)
