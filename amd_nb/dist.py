@@ -23,14 +23,17 @@ class DistInfo(NamedTuple):
     world_size: int  # number of processes in the job (1 without torchrun)
     local_rank: int  # rank on this machine (which GPU to use)
 
+# %% ../nbs/02b_dist.ipynb #9cba731b
 def _env_int(k:str, default:int)->int: return int(os.environ.get(k, default))
 def _dist_on()->bool: return dist.is_available() and dist.is_initialized()
 
+# %% ../nbs/02b_dist.ipynb #67f05b9c
 def dist_info()->DistInfo:
     "This process's `DistInfo`: from the process group if one is up, else from torchrun's environment, else (0, 1, 0)."
     if _dist_on(): return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int('LOCAL_RANK', 0))
     return DistInfo(_env_int('RANK', 0), _env_int('WORLD_SIZE', 1), _env_int('LOCAL_RANK', 0))
 
+# %% ../nbs/02b_dist.ipynb #1faaaf79
 def is_main_process()->bool:
     "True on rank 0 (and in a plain single process): the one that prints summaries."
     return dist_info().rank == 0
@@ -62,16 +65,18 @@ def distributed(device:str|torch.device='auto'): # the run's device ('auto', 'cp
             dist.destroy_process_group()
 
 # %% ../nbs/02b_dist.ipynb #3f3d3a60
-def _rebuild(cls:type, msg:str)->Exception:
-    try: return cls(msg)
-    except Exception: return RuntimeError(f"rank 0 failed with {cls.__name__}: {msg}")
-
 def broadcast(obj):
     "Rank 0's `obj` on every rank (a picklable value)."
     if not _dist_on(): return obj
     box = [obj]; dist.broadcast_object_list(box, src=0)
     return box[0]
 
+# %% ../nbs/02b_dist.ipynb #82c3c1fc
+def _rebuild(cls:type, msg:str)->Exception:
+    try: return cls(msg)
+    except Exception: return RuntimeError(f"rank 0 failed with {cls.__name__}: {msg}")
+
+# %% ../nbs/02b_dist.ipynb #2772cedb
 def main_first(fn, others=None):
     "`fn()` on rank 0, then — once it succeeded — `(others or fn)()` on the other ranks; an error on rank 0 is raised on every rank."
     if not _dist_on(): return fn()
@@ -84,10 +89,12 @@ def main_first(fn, others=None):
     if failed is not None: raise _rebuild(*failed)
     return res if dist.get_rank() == 0 else (others or fn)()
 
+# %% ../nbs/02b_dist.ipynb #de9cab0c
 def barrier():
     "Wait for every rank (no-op without a process group)."
     if _dist_on(): dist.barrier()
 
+# %% ../nbs/02b_dist.ipynb #951b4b1e
 def split_experts(todo:list[int], rank:int, world_size:int)->list[int]:
     "Rank `rank`'s share of the expert indices `todo`: round robin, so shares differ by at most one."
     return list(todo)[rank::world_size]
@@ -97,6 +104,7 @@ def shard_sizes(n:int, world_size:int)->list[int]:
     "Rows of each rank's contiguous slice of `n` rows (as `torch.tensor_split`: the first ranks take one more)."
     return [n // world_size + (r < n % world_size) for r in range(world_size)]
 
+# %% ../nbs/02b_dist.ipynb #6c0321ff
 def gather_rows(local:torch.Tensor, sizes:list[int])->torch.Tensor:
     "All ranks' `local` rows in rank order (rank r holds `sizes[r]`); gradients flow into this rank's own rows only."
     buf = local.new_zeros(max(sizes), *local.shape[1:]); buf[:len(local)] = local.detach()
@@ -105,6 +113,7 @@ def gather_rows(local:torch.Tensor, sizes:list[int])->torch.Tensor:
     parts = [p[:n] for p, n in zip(parts, sizes)]; parts[dist.get_rank()] = local
     return torch.cat(parts)
 
+# %% ../nbs/02b_dist.ipynb #604fe623
 def all_reduce_grads(params:list[torch.Tensor]):
     "Sum the gradients of `params` over all ranks in one flat all-reduce (a missing gradient counts as zero)."
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 import torch
 from torch import nn
+from fastcore.basics import patch
 from .models import DualEncoder, ParamLayout, MODALITIES, logits_from, contrastive_loss
 from .registry import SAMPLERS, ENGINES
 
@@ -22,15 +23,18 @@ class StartEpochs(NamedTuple):
     image: int
     text: int
 
+# %% ../nbs/06_matching.ipynb #5430d127
 def register_sampler(name:str):
     "Decorator registering a sampler class in `SAMPLERS` under `name`."
     def deco(cls): cls.name = name; return SAMPLERS.register(name, cls)
     return deco
 
+# %% ../nbs/06_matching.ipynb #ea717b25
 def start_epoch_sampler(name:str, **kwargs):
     "An instance of the sampler registered as `name`."
     return SAMPLERS[name](**kwargs)
 
+# %% ../nbs/06_matching.ipynb #312e62cf
 def _uniform(hi:int, g:torch.Generator)->int:
     "An integer uniform in 0..hi (inclusive)."
     return int(torch.randint(0, hi + 1, (1,), generator=g))
@@ -58,31 +62,34 @@ class AsyncSampler:
         if min(R_V, R_L) < 0 or (max_gap is not None and max_gap < 0): raise ValueError(f"windows and max_gap must be ≥ 0, got R_V={R_V}, R_L={R_L}, max_gap={max_gap}")
         self.R_V, self.R_L, self.max_gap, self.curves = R_V, R_L, max_gap, curves
 
-    @classmethod
-    def from_config(cls, dcfg, store=None):
-        "Windows from the config where given, else from MMD dynamic sampling on `store`."
-        curves = None
-        if dcfg.window_image is None or dcfg.window_text is None:
-            from amd_nb.mmd import mmd_windows
-            curves = mmd_windows(store, dcfg.expert_epochs, kernel=dcfg.mmd_kernel, samples=dcfg.mmd_samples)
-        R_V = dcfg.window_image if dcfg.window_image is not None else curves.R_V
-        R_L = dcfg.window_text if dcfg.window_text is not None else curves.R_L
-        return cls(R_V, R_L, dcfg.max_gap, curves)
-
     @property
     def windows(self)->tuple[int, int]:
         "(R_V, R_L): the start-epoch windows the report draws for any asynchronous sampler."
         return self.R_V, self.R_L
 
-    def __call__(self, g:torch.Generator, epochs:int, expert_epochs:int)->StartEpochs:
-        top = epochs - expert_epochs
-        if top < 0: raise ValueError(f"expert_epochs {expert_epochs} > expert trajectory length {epochs}")
-        hv, hl = min(self.R_V, top), min(self.R_L, top)
-        while True:
-            tv, tl = _uniform(hv, g), _uniform(hl, g)
-            if self.max_gap is None or abs(tv - tl) <= self.max_gap: return StartEpochs(tv, tl)
-
     def __repr__(self): return f"AsyncSampler(R_V={self.R_V}, R_L={self.R_L}, max_gap={self.max_gap})"
+
+# %% ../nbs/06_matching.ipynb #a34fc50b
+@patch(cls_method=True)
+def from_config(cls:AsyncSampler, dcfg, store=None):
+    "Windows from the config where given, else from MMD dynamic sampling on `store`."
+    curves = None
+    if dcfg.window_image is None or dcfg.window_text is None:
+        from amd_nb.mmd import mmd_windows
+        curves = mmd_windows(store, dcfg.expert_epochs, kernel=dcfg.mmd_kernel, samples=dcfg.mmd_samples)
+    R_V = dcfg.window_image if dcfg.window_image is not None else curves.R_V
+    R_L = dcfg.window_text if dcfg.window_text is not None else curves.R_L
+    return cls(R_V, R_L, dcfg.max_gap, curves)
+
+# %% ../nbs/06_matching.ipynb #43fd22f4
+@patch
+def __call__(self:AsyncSampler, g:torch.Generator, epochs:int, expert_epochs:int)->StartEpochs:
+    top = epochs - expert_epochs
+    if top < 0: raise ValueError(f"expert_epochs {expert_epochs} > expert trajectory length {epochs}")
+    hv, hl = min(self.R_V, top), min(self.R_L, top)
+    while True:
+        tv, tl = _uniform(hv, g), _uniform(hl, g)
+        if self.max_gap is None or abs(tv - tl) <= self.max_gap: return StartEpochs(tv, tl)
 
 # %% ../nbs/06_matching.ipynb #fbf8fc37
 def _strip(layout:ParamLayout, prefix:str)->ParamLayout:
@@ -90,6 +97,7 @@ def _strip(layout:ParamLayout, prefix:str)->ParamLayout:
     assert all(n.startswith(prefix) for n in layout.names), layout.names
     return ParamLayout([n[len(prefix):] for n in layout.names], list(layout.shapes))
 
+# %% ../nbs/06_matching.ipynb #a87f3857
 class Student:
     "A dual encoder run functionally from flat per-modality parameter vectors."
     def __init__(self, model:DualEncoder, loss:nn.Module|str='infonce'):
@@ -99,26 +107,34 @@ class Student:
         self._img = (model.image.head, _strip(self.layouts['image'], 'head.')) if self.frozen else (model.image, self.layouts['image'])
         model.train()
 
-    def image_inputs(self, images:torch.Tensor)->torch.Tensor:
-        "What the trainable image parameters consume: frozen-backbone features (graph kept) or the pixels."
-        return self.model.image.features(images) if self.frozen else images
+# %% ../nbs/06_matching.ipynb #e8d3465a
+@patch
+def image_inputs(self:Student, images:torch.Tensor)->torch.Tensor:
+    "What the trainable image parameters consume: frozen-backbone features (graph kept) or the pixels."
+    return self.model.image.features(images) if self.frozen else images
 
-    def logits(self, theta:dict, x:torch.Tensor, e:torch.Tensor)->torch.Tensor:
-        "Logits [b, b] of the student at `theta` on image inputs `x` and text embeddings `e`."
-        mod, lay = self._img
-        img = torch.func.functional_call(mod, lay.unflatten(theta['image']), (x,))
-        txt = torch.func.functional_call(self.model.text, self.layouts['text'].unflatten(theta['text']), (e,))
-        return logits_from(img, txt, self.model.temperature)
+# %% ../nbs/06_matching.ipynb #f9d6740e
+@patch
+def logits(self:Student, theta:dict, x:torch.Tensor, e:torch.Tensor)->torch.Tensor:
+    "Logits [b, b] of the student at `theta` on image inputs `x` and text embeddings `e`."
+    mod, lay = self._img
+    img = torch.func.functional_call(mod, lay.unflatten(theta['image']), (x,))
+    txt = torch.func.functional_call(self.model.text, self.layouts['text'].unflatten(theta['text']), (e,))
+    return logits_from(img, txt, self.model.temperature)
 
-    def loss(self, theta:dict, x:torch.Tensor, e:torch.Tensor, targets:torch.Tensor|None=None)->torch.Tensor:
-        "The contrastive loss at `theta` (identity targets when `targets` is None)."
-        return self.loss_fn(self.logits(theta, x, e), targets)
+# %% ../nbs/06_matching.ipynb #88d61a15
+@patch
+def loss(self:Student, theta:dict, x:torch.Tensor, e:torch.Tensor, targets:torch.Tensor|None=None)->torch.Tensor:
+    "The contrastive loss at `theta` (identity targets when `targets` is None)."
+    return self.loss_fn(self.logits(theta, x, e), targets)
 
-    def grads(self, theta:dict, x, e, targets=None, create_graph:bool=False)->dict:
-        "∇_θ of the loss per modality (θ treated as a fresh leaf)."
-        leaves = {m: theta[m].detach().requires_grad_(True) for m in MODALITIES}
-        gs = torch.autograd.grad(self.loss(leaves, x, e, targets), [leaves[m] for m in MODALITIES], create_graph=create_graph)
-        return dict(zip(MODALITIES, gs)), leaves
+# %% ../nbs/06_matching.ipynb #5744b4a4
+@patch
+def grads(self:Student, theta:dict, x, e, targets=None, create_graph:bool=False)->dict:
+    "∇_θ of the loss per modality (θ treated as a fresh leaf)."
+    leaves = {m: theta[m].detach().requires_grad_(True) for m in MODALITIES}
+    gs = torch.autograd.grad(self.loss(leaves, x, e, targets), [leaves[m] for m in MODALITIES], create_graph=create_graph)
+    return dict(zip(MODALITIES, gs)), leaves
 
 # %% ../nbs/06_matching.ipynb #ad31cd4d
 @dataclass
@@ -129,6 +145,7 @@ class Segment:
     epochs: StartEpochs = StartEpochs(0, 0) # (t_V, t_L)
     expert: int = -1  # expert index (for logs)
 
+# %% ../nbs/06_matching.ipynb #ddd3f60b
 def matching_loss(final:dict, seg:Segment, merge:bool=False)->tuple[torch.Tensor, dict]:
     "Normalised matching loss and its per-modality parts (each d_m / n_m)."
     d = {m: ((final[m] - seg.target[m])**2).sum() for m in MODALITIES}
@@ -137,6 +154,7 @@ def matching_loss(final:dict, seg:Segment, merge:bool=False)->tuple[torch.Tensor
     total = (d['image'] + d['text']) / (n['image'] + n['text']) if merge else parts['image'] + parts['text']
     return total, parts
 
+# %% ../nbs/06_matching.ipynb #a96a816f
 @torch.no_grad()
 def alignment(final:dict, seg:Segment)->dict:
     "Per modality: the cosine between the student's displacement θ̂_N − θ^(t) and the expert's θ^(t+M) − θ^(t)."
@@ -161,6 +179,7 @@ class SynLeaves:
     @property
     def data_leaves(self)->list: return [self.images, self.text, *self.extra]
 
+# %% ../nbs/06_matching.ipynb #8c87bca9
 def minibatches(n:int, size:int, steps:int, g:torch.Generator)->list[torch.Tensor]:
     "`steps` index sets of `size` (≤ n) drawn by walking through seeded permutations of range(n)."
     size, out, pool = min(size, n), [], torch.empty(0, dtype=torch.long)
@@ -176,8 +195,10 @@ class MatchOutput(NamedTuple):
     parts: dict          # modality -> normalised distance (floats)
     cos: dict            # modality -> cosine of the student's and the expert's displacements (`alignment`)
 
+# %% ../nbs/06_matching.ipynb #7cd473f6
 def _out(total, parts, final, seg): return MatchOutput(total.detach(), {m: float(v.detach()) for m, v in parts.items()}, alignment(final, seg))
 
+# %% ../nbs/06_matching.ipynb #65976db5
 def unroll(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bool=False)->MatchOutput:
     "Exact meta-gradient: back-propagate through all inner steps (memory grows with len(batches))."
     theta = {m: seg.start[m].detach().clone().requires_grad_(True) for m in MODALITIES}
@@ -193,6 +214,7 @@ def unroll(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:b
 # %% ../nbs/06_matching.ipynb #6223973f
 def _rng_devices(x:torch.Tensor)->list: return [x.device] if x.is_cuda else []
 
+# %% ../nbs/06_matching.ipynb #841d377f
 def tesla(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bool=False)->MatchOutput:
     "Constant-memory meta-gradient (TESLA): two passes over the inner steps; see the notes above for what it drops."
     eta = {m: leaves.lrs[m].detach() for m in MODALITIES}
@@ -247,6 +269,7 @@ def toy_problem(seed:int=0, n:int=6, steps:int=3, lr:float=0.05, frozen:bool=Fal
     batches = minibatches(n, max(2, n // 2), steps, torch.Generator().manual_seed(seed))
     return st, leaves, seg, batches
 
+# %% ../nbs/06_matching.ipynb #f1c8f83c
 def meta_grads(engine:str, problem)->dict:
     "Run `engine` on a fresh `problem` and return the loss and the gradients of every leaf."
     st, leaves, seg, batches = problem
@@ -261,6 +284,7 @@ def cosine(a:torch.Tensor, b:torch.Tensor)->float:
     "Cosine similarity of two tensors seen as flat vectors."
     return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
 
+# %% ../nbs/06_matching.ipynb #9ca5e71c
 def compare_engines(problem_fn=toy_problem, **kw)->dict:
     "Cosine similarity of `tesla` and `unroll` gradients per leaf (and the two losses)."
     gu, gt = meta_grads('unroll', problem_fn(**kw)), meta_grads('tesla', problem_fn(**kw))

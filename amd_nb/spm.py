@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 import numpy as np
 import torch, torch.nn.functional as F
+from fastcore.basics import patch
 from .data import EncodedSplit, caption_offsets
 from .models import DualEncoder, ModelError, normalize, CLIP_MEAN, CLIP_STD
 from .experts import TrajectoryStore, StoreError, expert_model
@@ -16,8 +17,8 @@ from .registry import SELECTORS, UnknownName
 
 # %% auto #0
 __all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
-           'expert_embeddings', 'expert_features', 'clip_features', 'Selection', 'random_coreset', 'prototypes', 'spm',
-           'toy_blobs', 'herding', 'k_center', 'select', 'umap_2d']
+           'expert_embeddings', 'expert_features', 'clip_features', 'Selection', 'random_coreset', 'toy_blobs',
+           'prototypes', 'spm', 'herding', 'k_center', 'select', 'umap_2d']
 
 # %% ../nbs/05_spm.ipynb #25a165d7
 def joint_features(
@@ -49,13 +50,16 @@ class PairEmbeddings:
         "Joint feature of every image and its captions (`joint_features` of the image and the mean caption)."
         return joint_features(self.image, _caption_mean(self.text, self.caption_image, len(self.image)))
 
-    def nearest_captions(self, index:torch.Tensor)->torch.LongTensor:
-        "For each image in `index`, the flat index of its own caption nearest the pair's joint feature."
-        f, d = self.features, self.image.shape[1]
-        score = (F.normalize(self.text.float(), dim=-1) * (f[:, :d] + f[:, d:])[self.caption_image]).sum(1)
-        start, count = caption_offsets(self.caption_image, len(self.image))
-        return torch.stack([start[i] + score[start[i]:start[i] + count[i]].argmax() for i in torch.as_tensor(index).long().tolist()])
+# %% ../nbs/05_spm.ipynb #e63f70b9
+@patch
+def nearest_captions(self:PairEmbeddings, index:torch.Tensor)->torch.LongTensor:
+    "For each image in `index`, the flat index of its own caption nearest the pair's joint feature."
+    f, d = self.features, self.image.shape[1]
+    score = (F.normalize(self.text.float(), dim=-1) * (f[:, :d] + f[:, d:])[self.caption_image]).sum(1)
+    start, count = caption_offsets(self.caption_image, len(self.image))
+    return torch.stack([start[i] + score[start[i]:start[i] + count[i]].argmax() for i in torch.as_tensor(index).long().tolist()])
 
+# %% ../nbs/05_spm.ipynb #5a2966fe
 @torch.no_grad()
 def pair_embeddings(
     model:DualEncoder,    # e.g. a trained expert (`expert_model`)
@@ -72,6 +76,7 @@ def pair_embeddings(
     model.train(was)
     return PairEmbeddings(v.float().cpu(), t.float().cpu(), split.caption_image.cpu())
 
+# %% ../nbs/05_spm.ipynb #10bc3f00
 def pair_features(model:DualEncoder, split:EncodedSplit, device=None, batch_size:int=256)->torch.Tensor:
     "Joint feature of every image of `split` and its captions under `model` (float32 [N_images, 2*embed_dim], CPU)."
     return pair_embeddings(model, split, device, batch_size).features
@@ -89,6 +94,7 @@ def expert_embeddings(
     if not done: raise StoreError(f"no finished expert in {store.path} to compute features with")
     return pair_embeddings(expert_model(store, done[0] if expert is None else expert, epoch, device), split, device)
 
+# %% ../nbs/05_spm.ipynb #7e4330b4
 def expert_features(store:TrajectoryStore, split:EncodedSplit, expert:int|None=None, epoch:int=-1, device='cpu')->torch.Tensor:
     "Joint features [N_images, 2*embed_dim] of `split` under a recorded expert (see `expert_embeddings`)."
     return expert_embeddings(store, split, expert, epoch, device).features
@@ -106,6 +112,7 @@ def _clip_model(arch:str, pretrained:str|None, device):
                            "as `pretrained`.") from None
     return model.eval(), open_clip.get_tokenizer(arch)
 
+# %% ../nbs/05_spm.ipynb #46a5ec6d
 def _clip_pixels(model, images:torch.Tensor)->torch.Tensor:
     "uint8 images → the CLIP model's input size and normalised space."
     pc = getattr(model.visual, 'preprocess_cfg', None) or {}
@@ -147,6 +154,7 @@ def _check_k(n:int, k:int, what:str='points'):
     "Raise `ValueError` unless 1 <= k <= n."
     if not 1 <= k <= n: raise ValueError(f"cannot select k={k} from {n} {what}" + (": k is larger than the number of real pairs" if k > n else ": k must be >= 1"))
 
+# %% ../nbs/05_spm.ipynb #c3542c3b
 def _as_features(x)->torch.Tensor:
     "A detached float32 2-D feature tensor, finite."
     x = torch.as_tensor(x).detach().float()
@@ -154,6 +162,7 @@ def _as_features(x)->torch.Tensor:
     if not torch.isfinite(x).all(): raise ValueError("features contain non-finite values")
     return x
 
+# %% ../nbs/05_spm.ipynb #e94b3ca9
 def _timed(method:str, f, *args, **kw)->Selection:
     "Run `f(*args, **kw) -> (indices, info)` and wrap it in a timed `Selection`."
     t0 = time.perf_counter(); idx, info = f(*args, **kw)
@@ -169,10 +178,24 @@ def random_coreset(
     _check_k(n, k)
     return _timed('random', lambda: (torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k], {}))
 
+# %% ../nbs/05_spm.ipynb #dc75a1af
+def toy_blobs(
+    sizes=(5, 10, 15, 25, 35, 45, 55, 70, 80, 95), # points per blob
+    dim:int=8,          # feature size
+    spread:float=0.05,  # within-blob std (the centres are ~N(0, 1) apart)
+    seed:int=0,         # seeds centres and points
+)->tuple[torch.Tensor, torch.Tensor]: # features [N, dim], blob id [N]
+    "Well-separated Gaussian blobs of unequal sizes, for examples and tests."
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(len(sizes), dim, generator=g) * 3
+    blob = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return centres[blob] + spread * torch.randn(len(blob), dim, generator=g), blob
+
 # %% ../nbs/05_spm.ipynb #bf403ca5
 KMEANS = dict(n_init=1, max_iter=300, tol=1e-4, algorithm='lloyd')
 MINIBATCH_KMEANS = dict(batch_size=4096, max_iter=10, max_no_improvement=10, n_init=1, reassignment_ratio=0.001)
 
+# %% ../nbs/05_spm.ipynb #0787a169
 def _kmeans(x:np.ndarray, k:int, seed:int, minibatch:bool, **kw):
     "Fit (MiniBatch)KMeans on float32 `x`; returns the fitted estimator."
     from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -184,10 +207,12 @@ def _kmeans(x:np.ndarray, k:int, seed:int, minibatch:bool, **kw):
 # %% ../nbs/05_spm.ipynb #fa0c048a
 def _chunk(k:int, budget:int=2**23)->int: return max(1, budget // max(k, 1))
 
+# %% ../nbs/05_spm.ipynb #0b3c4341
 def _sqdist(x:torch.Tensor, c:torch.Tensor, xs:torch.Tensor, cs:torch.Tensor)->torch.Tensor:
     "Squared Euclidean distances [len(x), len(c)] from precomputed squared norms."
     return (xs[:, None] - 2 * (x @ c.T) + cs[None]).clamp_(min=0)
 
+# %% ../nbs/05_spm.ipynb #f38c50a4
 def _scan(x:torch.Tensor, c:torch.Tensor, m:int=8, chunk:int|None=None):
     "One chunked pass: labels [N], inertia, and each centroid's m nearest points (indices, sq. distances) [K, m]."
     xs, cs, labels, inertia, step = (x*x).sum(1), (c*c).sum(1), [], 0., chunk or _chunk(len(c))
@@ -206,6 +231,7 @@ def _nearest_unused(x:torch.Tensor, c:torch.Tensor, used:torch.Tensor)->int:
     d = _sqdist(x, c[None], (x*x).sum(1), (c*c).sum()[None])[:, 0]
     return int(d.masked_fill(used, float('inf')).argmin())
 
+# %% ../nbs/05_spm.ipynb #f0c5b1eb
 def _distinct_medoids(x:torch.Tensor, c:torch.Tensor, cand_i:torch.Tensor, cand_d:torch.Tensor)->torch.Tensor:
     "One distinct real index per centroid: closest-first, each centroid takes its nearest point not yet taken."
     used, out = torch.zeros(len(x), dtype=torch.bool, device=x.device), torch.empty(len(c), dtype=torch.long)
@@ -222,6 +248,7 @@ def _settings(km, minibatch:bool, kw:dict)->dict:
     keys = {*(MINIBATCH_KMEANS if minibatch else KMEANS), *kw, 'init_size'} - {'init'}
     return {p: v for p, v in km.get_params().items() if p in keys}
 
+# %% ../nbs/05_spm.ipynb #fdd8b745
 def _mine(features, k:int, seed:int=0, minibatch_threshold:int=20000, **kw)->tuple[torch.Tensor, dict]:
     "K-means + distinct medoids → (indices [k], info)."
     x = _as_features(features); _check_k(len(x), k)
@@ -233,6 +260,7 @@ def _mine(features, k:int, seed:int=0, minibatch_threshold:int=20000, **kw)->tup
                 n_steps=int(getattr(km, 'n_steps_', km.n_iter_)), labels=labels.cpu(), centroids=c.cpu())
     return _distinct_medoids(x, c, ci, cd), info
 
+# %% ../nbs/05_spm.ipynb #0bfdce5b
 def prototypes(
     features,                      # float [N, D] joint features of the real pairs
     k:int,                         # number of prototypes (K = B, the synthetic budget)
@@ -243,6 +271,7 @@ def prototypes(
     "SPM: K-means on the features, then the nearest real point (medoid) of every centroid, no point twice."
     return _mine(features, k, seed, minibatch_threshold, **kw)[0].cpu()
 
+# %% ../nbs/05_spm.ipynb #43a20482
 def spm(
     features,   # float [N, D] joint features of the real pairs
     k:int,      # number of prototypes
@@ -251,19 +280,6 @@ def spm(
 )->Selection:
     "`prototypes` as a timed `Selection`; `info` holds the K-means kind, settings, inertia, iterations (epochs, and mini-batch steps), labels [N] and centroids [k, D]."
     return _timed('spm', _mine, features, k, seed, **kw)
-
-# %% ../nbs/05_spm.ipynb #dc75a1af
-def toy_blobs(
-    sizes=(5, 10, 15, 25, 35, 45, 55, 70, 80, 95), # points per blob
-    dim:int=8,          # feature size
-    spread:float=0.05,  # within-blob std (the centres are ~N(0, 1) apart)
-    seed:int=0,         # seeds centres and points
-)->tuple[torch.Tensor, torch.Tensor]: # features [N, dim], blob id [N]
-    "Well-separated Gaussian blobs of unequal sizes, for examples and tests."
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(len(sizes), dim, generator=g) * 3
-    blob = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    return centres[blob] + spread * torch.randn(len(blob), dim, generator=g), blob
 
 # %% ../nbs/05_spm.ipynb #ea6a36e7
 def _herding(x:torch.Tensor, k:int)->tuple[torch.Tensor, dict]:
@@ -275,6 +291,7 @@ def _herding(x:torch.Tensor, k:int)->tuple[torch.Tensor, dict]:
         taken[i] = True; s = s + x[i]; out.append(i)
     return torch.tensor(out), dict(mean_gap=float((s / k - mu).norm()))
 
+# %% ../nbs/05_spm.ipynb #925da3ea
 def herding(
     features,   # float [N, D]
     k:int,      # how many points to pick
@@ -294,6 +311,7 @@ def _k_center(x:torch.Tensor, k:int, seed:int)->tuple[torch.Tensor, dict]:
         if len(out) == k: return torch.tensor(out), dict(radius=float(d.clamp(min=0).max().sqrt()))
         out.append(int(d.argmax()))
 
+# %% ../nbs/05_spm.ipynb #0846470c
 def k_center(
     features,   # float [N, D]
     k:int,      # how many points to pick
@@ -308,6 +326,7 @@ def _random(features, k:int, seed:int=0)->Selection: return random_coreset(len(f
 
 for _n, _f in (('spm', spm), ('random', _random), ('herding', herding), ('kcenter', k_center)): SELECTORS.register(_n, _f)
 
+# %% ../nbs/05_spm.ipynb #cbdf6fe6
 def select(
     name:str,   # a name in `SELECTORS`: 'spm', 'random', 'herding' or 'kcenter'
     features,   # float [N, D] joint features of the real pairs

@@ -15,6 +15,7 @@ import plotly.io as pio
 from plotly.io.base_renderers import HtmlRenderer
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+from fastcore.basics import patch
 
 from .models import denormalize
 from .data import EncodedSplit
@@ -36,6 +37,7 @@ pio.renderers['cdn_html'] = HtmlRenderer(connected=True)   # `notebook_connected
 DOCS_RENDERER = 'plotly_mimetype+cdn_html'  # JSON for JupyterLab (offline) + small HTML that loads plotly.js from the CDN (Quarto)
 AUTO_RENDERERS = ('', 'plotly_mimetype', 'plotly_mimetype+notebook', 'notebook_connected', DOCS_RENDERER)  # plotly's automatic defaults (and ours)
 
+# %% ../nbs/09_viz.ipynb #498aadb7
 def setup_docs_renderer(
     renderer:str=DOCS_RENDERER, # a plotly renderer string
     force:bool=False,           # also replace a renderer the user chose (`PLOTLY_RENDERER`, or one set before)
@@ -48,25 +50,30 @@ def setup_docs_renderer(
 # %% ../nbs/09_viz.ipynb #99a80812
 COLORS = {'image': '#1f77b4', 'text': '#ff7f0e', 'total': '#333333', 'rejected': '#d62728'}  # modality colours
 LR_COLORS = {'image': '#6baed6', 'text': '#fdae6b'}  # learned inner lrs: lighter shades of the modality colours, dotted
+PALETTE = qualitative.Dark24  # cluster colours, cycled (cluster k gets PALETTE[k % 24])
 
+# %% ../nbs/09_viz.ipynb #779c7ae1
 def _lr_line(m:str)->dict:
     "The line of a learned-lr trace of modality `m` (told apart from the same modality's loss in a shared legend)."
     return dict(color=LR_COLORS[m], dash='dot')
-PALETTE = qualitative.Dark24  # cluster colours, cycled (cluster k gets PALETTE[k % 24])
 
+# %% ../nbs/09_viz.ipynb #1d4412d2
 def _indices(x)->list[int]:
     "Indices from a `Selection`, a tensor or a list."
     if isinstance(x, Selection): x = x.indices
     return [int(i) for i in (x.tolist() if torch.is_tensor(x) else x)]
 
+# %% ../nbs/09_viz.ipynb #d182b907
 def _short(s:str, n:int)->str:
     "`s` cut to `n` characters (with an ellipsis)."
     return s if len(s) <= n else s[:n - 1] + '…'
 
+# %% ../nbs/09_viz.ipynb #667ac1c8
 def _finite(v)->float|None:
     "`v` as a float, or None when missing or not finite (plotly leaves a gap)."
     return float(v) if v is not None and math.isfinite(v) else None
 
+# %% ../nbs/09_viz.ipynb #c36ef053
 def _series(history:list[dict], key:str)->tuple[np.ndarray, np.ndarray]:
     "(iterations, values of `key`) as arrays (cheap for plotly to validate and send); a missing or non-finite value is NaN, a gap."
     y = np.array([np.nan if r.get(key) is None else r[key] for r in history], dtype=np.float64)
@@ -81,6 +88,7 @@ def _png_uri(x:Tensor, min_side:int=64)->str:
     buf = io.BytesIO(); im.save(buf, 'PNG')
     return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
 
+# %% ../nbs/09_viz.ipynb #757e2a8f
 def _grid(x:Tensor, cols:int, pad:int=1)->Tensor:
     "Images [k,3,H,W] tiled into one [3, rows·(H+pad)−pad, cols·(W+pad)−pad] image on white."
     k, c, h, w = x.shape; cols = max(1, min(cols, k)); rows = -(-k // cols)
@@ -89,6 +97,7 @@ def _grid(x:Tensor, cols:int, pad:int=1)->Tensor:
         r, q = divmod(i, cols); out[:, r*(h+pad):r*(h+pad)+h, q*(w+pad):q*(w+pad)+w] = x[i]
     return out
 
+# %% ../nbs/09_viz.ipynb #25a6083b
 def _syn_pixels(syn:SyntheticSet, k:int)->Tensor:
     "The first `k` synthetic images as floats in [0, 1] on the CPU (denormalising only those)."
     return denormalize(syn.images.detach()[:k].float().cpu(), syn.meta['mean'], syn.meta['std'])
@@ -100,11 +109,13 @@ def _marks(fig:go.Figure, xy:np.ndarray, idx:list, name:str, marker:dict, hover:
                     text=[hover[i] for i in idx] if hover else None, customdata=np.asarray(idx, dtype=np.int64),
                     hovertemplate=f"{name} #%{{customdata}}<br>%{{text}}<extra></extra>" if hover else f"{name} #%{{customdata}}<extra></extra>")
 
+# %% ../nbs/09_viz.ipynb #ab19fb18
 def _subset(n:int, k:int|None)->list[int]:
     "All of range(n), or a seeded sorted random `k` of them."
     if k is None or n <= k: return list(range(n))
     return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].tolist())
 
+# %% ../nbs/09_viz.ipynb #507d84d1
 def prototype_figure(
     coords,                          # float [N, 2]: 2-D projection of the joint features (e.g. `umap_2d`)
     labels=None,                     # long [N]: K-means cluster of each point (SPM's `info['labels']`); None: one colour
@@ -136,6 +147,7 @@ def _window(fig:go.Figure, name:str, hi:int, color:str, pos:str):
                   fillcolor=color, opacity=0.12, line=dict(color=color, width=2), layer='below',
                   label=dict(text=name.split()[0] + f" window ≤ {hi}", textposition=pos, font=dict(size=10)))
 
+# %% ../nbs/09_viz.ipynb #c4724cf5
 def mmd_figure(
     curves:MMDCurves,       # from `mmd_windows` / `MMDCurves.from_magnitudes`
     per_expert:bool=True,   # thin lines for each expert's curve
@@ -191,6 +203,7 @@ def start_epoch_counts(
         raise ValueError(f"iteration {r['iteration']} drew (t_image={r['t_image']}, t_text={r['t_text']}), outside the 0..{size-1} grid")
     return torch.bincount(tv * size + tl, minlength=size * size).view(size, size)
 
+# %% ../nbs/09_viz.ipynb #4e94a3ff
 def _grid_size(history:list[dict], epochs:int|None, expert_epochs:int)->int:
     "T − M + 1, or (without T) one more than the largest start epoch drawn."
     if epochs is not None: return epochs - expert_epochs + 1
@@ -203,12 +216,14 @@ def _outline(fig:go.Figure, windows:tuple, size:int):
     fig.add_shape(type='rect', x0=-0.5, x1=hv + 0.5, y0=-0.5, y1=hl + 0.5, xref='x', yref='y', name='allowed',
                   line=dict(color=COLORS['rejected'], width=2, dash='dot'))
 
+# %% ../nbs/09_viz.ipynb #d1464e9a
 def _heatmap(counts:Tensor, name:str='draws')->go.Heatmap:
     "Heatmap of [t_V, t_L] counts with t_V across and t_L up."
     n = len(counts)
     return go.Heatmap(z=counts.T.tolist(), x=list(range(n)), y=list(range(n)), name=name, colorscale='Blues', showscale=False,
                       texttemplate='%{z}', hovertemplate='t_V=%{x}, t_L=%{y}: %{z}<extra></extra>')
 
+# %% ../nbs/09_viz.ipynb #6d3f2d01
 def sampling_figure(
     history:list[dict],            # distillation records with t_image, t_text, iteration
     epochs:int|None=None,          # T (None: the grid ends at the largest start epoch drawn)
@@ -238,6 +253,7 @@ def _rejected(history:list[dict])->tuple[list, list]:
     bad = [r for r in history if not r.get('ok', True)]
     return np.array([r['iteration'] for r in bad], dtype=np.int64), np.array([top if _finite(r.get('loss')) is None else r['loss'] for r in bad])
 
+# %% ../nbs/09_viz.ipynb #b3d05ed2
 def _run_rows(history:list[dict])->list[tuple]:
     "(panel title, y-axis title, [(record key, trace name, colour)]) for the panels this history has."
     rows = [('matching loss', 'loss', [('loss', 'loss', COLORS['total']), ('loss_image', 'loss_image', COLORS['image']),
@@ -250,6 +266,7 @@ def _run_rows(history:list[dict])->list[tuple]:
                      + ([('sim_offdiag_max', 'max |off-diagonal|', 'black')] if any('sim_offdiag_max' in r for r in history) else [])))
     return rows
 
+# %% ../nbs/09_viz.ipynb #f8373dc0
 def run_figure(
     history:list[dict],   # distillation records (`Distiller.history`, or the lines of `log.jsonl`)
 )->go.Figure:
@@ -273,6 +290,7 @@ def _titles(syn:SyntheticSet, n:int, split:EncodedSplit|None, chars:int, prefix:
     near = [c[0] for c in syn.nearest_captions(split, k=1)[:n]]
     return [_short(c, chars) for c, _ in near], [f"{prefix}#{i}: {c} ({s:.2f})" for i, (c, s) in enumerate(near)]
 
+# %% ../nbs/09_viz.ipynb #409b36e6
 def synthetic_figure(
     syn:SyntheticSet,                 # the distilled set
     split:EncodedSplit|None=None,     # real captions, to title each image with its text's nearest one
@@ -311,10 +329,12 @@ def load_comparison(
     if 'rows' not in res: raise ValueError(f"{p} is not a comparison.json (no 'rows')")
     return res
 
+# %% ../nbs/09_viz.ipynb #c372b548
 def _check_metrics(metrics):
     "Refuse metrics the evaluation does not report."
     if bad := [k for k in metrics if k not in METRICS]: raise ValueError(f"unknown metrics {bad}; choose from {list(METRICS)}")
 
+# %% ../nbs/09_viz.ipynb #6387d6f2
 def _bar(name:str, rows:list[dict], x:list, k:str)->go.Bar:
     "One bar trace: metric `k` of `rows` at `x`, std as error bars."
     return go.Bar(name=name, x=x, y=[r['mean'][k] for r in rows], error_y=dict(type='data', array=[r['std'][k] for r in rows]),
@@ -346,6 +366,7 @@ def comparison_figure(
 _LINES = (('loss', 1, 1, 'total'), ('loss_image', 1, 1, 'image'), ('loss_text', 1, 1, 'text'),
           ('lr_image', 2, 1, 'image'), ('lr_text', 2, 1, 'text'))
 
+# %% ../nbs/09_viz.ipynb #59d6ff69
 def dashboard_figure(
     history:list[dict]=(),          # records so far
     syn:SyntheticSet|None=None,     # the synthetic set being distilled
@@ -367,6 +388,7 @@ def dashboard_figure(
     fig.update_layout(height=560, margin=dict(t=50, b=40), legend=dict(orientation='h', y=-0.08), meta={'images': images})
     return update_dashboard(fig, history, syn)
 
+# %% ../nbs/09_viz.ipynb #c2082dad
 def update_dashboard(
     fig:go.Figure,                  # from `dashboard_figure` (or a `FigureWidget` of it)
     history:list[dict],             # records so far
@@ -389,6 +411,7 @@ def in_notebook()->bool:
     ip = get_ipython()
     return ip is not None and getattr(ip, 'kernel', None) is not None
 
+# %% ../nbs/09_viz.ipynb #db13bd8c
 def summary_line(
     rec:dict,               # the latest history record
     iterations:int|None=None, # planned iterations
@@ -411,15 +434,10 @@ def _controls(on_stop, status:str, blocking:bool):
     text, view = W.HTML(status), W.Output()
     return button, text, view, W.VBox([W.HBox([button, text]), view])
 
+# %% ../nbs/09_viz.ipynb #b9f5ba2c
 def _mime_output(fig:go.Figure)->dict:
     "`fig` as one display_data output in plotly's JSON mimetype (what an `Output` widget holds)."
     return {'output_type': 'display_data', 'metadata': {}, 'data': pio.renderers['plotly_mimetype'].to_mimebundle(fig.to_dict())}
-
-def _report(dash, e:BaseException):
-    "Show a background run's failure where the dashboard shows things."
-    msg = f"distillation failed: {type(e).__name__}: {e}"
-    if dash.status is not None: dash.status.value = msg
-    else: print(msg, file=dash.file or sys.stderr, flush=True)
 
 # %% ../nbs/09_viz.ipynb #ede66939
 class Dashboard(Callback):
@@ -441,93 +459,113 @@ class Dashboard(Callback):
         "Whether this dashboard draws widgets (else it prints)."
         return self.mode == 'widget' or (self.mode == 'auto' and in_notebook())
 
-    def show(self, d):
-        "Create and display the figure and the Stop button for the run `d` (once per run)."
-        from IPython.display import display
-        if self.box is not None and self.d is d: return
-        self.d, self.shown = d, 0
-        self.figure = dashboard_figure(d.history, d.syn, d.store.epochs - d.dc.expert_epochs + 1, self.images)
-        blocking = in_notebook() and threading.current_thread() is threading.main_thread() and self.thread is None
-        self.button, self.status, self.view, self.box = _controls(self.stop, f"starting at iteration {d.iteration} of {d.dc.iterations}", blocking)
-        self.view.outputs = (_mime_output(self.figure),)
-        self.handle = display(self.box, display_id=True) if in_notebook() else None
+# %% ../nbs/09_viz.ipynb #9579ee05
+@patch
+def show(self:Dashboard, d):
+    "Create and display the figure and the Stop button for the run `d` (once per run)."
+    from IPython.display import display
+    if self.box is not None and self.d is d: return
+    self.d, self.shown = d, 0
+    self.figure = dashboard_figure(d.history, d.syn, d.store.epochs - d.dc.expert_epochs + 1, self.images)
+    blocking = in_notebook() and threading.current_thread() is threading.main_thread() and self.thread is None
+    self.button, self.status, self.view, self.box = _controls(self.stop, f"starting at iteration {d.iteration} of {d.dc.iterations}", blocking)
+    self.view.outputs = (_mime_output(self.figure),)
+    self.handle = display(self.box, display_id=True) if in_notebook() else None
 
-    def stop(self)->bool:
-        "Ask the run to stop after the current iteration (what the Stop button does); False when no distillation is running."
-        if self.d is not None and self.running: self.d.stop()
-        if self.button is not None and self.running: self.button.disabled, self.button.description = True, 'stopping…'
-        return self.running
+# %% ../nbs/09_viz.ipynb #ab180127
+@patch
+def stop(self:Dashboard)->bool:
+    "Ask the run to stop after the current iteration (what the Stop button does); False when no distillation is running."
+    if self.d is not None and self.running: self.d.stop()
+    if self.button is not None and self.running: self.button.disabled, self.button.description = True, 'stopping…'
+    return self.running
 
-    def refresh(self, d, rec:dict|None=None):
-        "Redraw the figure (widget mode) or print one line (text mode) for the state of the run `d`."
-        if not d.history: return
-        rec = rec or d.history[-1]
-        line = summary_line(rec, d.dc.iterations, sum(not r['ok'] for r in d.history))
-        if self.figure is not None:
-            update_dashboard(self.figure, d.history, d.syn); self.view.outputs = (_mime_output(self.figure),); self.status.value = line
-        else: print(line, file=self.file or sys.stdout, flush=True)
-        self.shown = rec['iteration']
+# %% ../nbs/09_viz.ipynb #a96f664e
+@patch
+def refresh(self:Dashboard, d, rec:dict|None=None):
+    "Redraw the figure (widget mode) or print one line (text mode) for the state of the run `d`."
+    if not d.history: return
+    rec = rec or d.history[-1]
+    line = summary_line(rec, d.dc.iterations, sum(not r['ok'] for r in d.history))
+    if self.figure is not None:
+        update_dashboard(self.figure, d.history, d.syn); self.view.outputs = (_mime_output(self.figure),); self.status.value = line
+    else: print(line, file=self.file or sys.stdout, flush=True)
+    self.shown = rec['iteration']
 
-    def snapshot(self)->go.Figure:
-        "A static copy of the dashboard's figure, titled with its status line."
-        return go.Figure(self.figure).update_layout(title=dict(text=self.status.value, font_size=13), margin_t=80)
+# %% ../nbs/09_viz.ipynb #9d9ebd09
+@patch
+def snapshot(self:Dashboard)->go.Figure:
+    "A static copy of the dashboard's figure, titled with its status line."
+    return go.Figure(self.figure).update_layout(title=dict(text=self.status.value, font_size=13), margin_t=80)
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        "`dash` at the end of a cell: the static figure (plotly's default renderer, else its JSON mimetype)."
-        if self.figure is None: return {'text/plain': f"Dashboard(every={self.every}): nothing shown yet"}
-        snap = self.snapshot()
-        return snap._repr_mimebundle_(include, exclude) or _mime_output(snap)['data']
+# %% ../nbs/09_viz.ipynb #07aa8b24
+@patch
+def _repr_mimebundle_(self:Dashboard, include=None, exclude=None):
+    "`dash` at the end of a cell: the static figure (plotly's default renderer, else its JSON mimetype)."
+    if self.figure is None: return {'text/plain': f"Dashboard(every={self.every}): nothing shown yet"}
+    snap = self.snapshot()
+    return snap._repr_mimebundle_(include, exclude) or _mime_output(snap)['data']
 
-    def on_start(self, d):
-        self.running = True
-        if self.widget: self.show(d)
-        else: self.d, self.shown = d, 0
+# %% ../nbs/09_viz.ipynb #1e604639
+@patch
+def on_start(self:Dashboard, d):
+    self.running = True
+    if self.widget: self.show(d)
+    else: self.d, self.shown = d, 0
 
-    def on_iteration(self, d, rec:dict):
-        if rec['iteration'] % self.every == 0: self.refresh(d, rec)
+@patch
+def on_iteration(self:Dashboard, d, rec:dict):
+    if rec['iteration'] % self.every == 0: self.refresh(d, rec)
 
-    def on_end(self, d):
-        self.running = False
-        if d.history and self.shown != d.history[-1]['iteration']: self.refresh(d)
-        if self.button is None: return
-        done = d.iteration >= d.dc.iterations
-        self.button.disabled, self.button.description = True, 'finished' if done else 'stopped'
-        self.status.value = f"{d.method_name} {'finished' if done else 'stopped'}: {self.status.value}"
-        # the cell that shows the dashboard keeps a static figure (saved with the notebook); a background thread's cell is gone
-        # (a raw bundle: a plotly Figure displays itself as a new output, which would leave the widget in place)
-        if self.handle is not None and threading.current_thread() is not self.thread: self.handle.update(self._repr_mimebundle_(), raw=True)
-
-    def run_in_background(self,
-                          d,  # a `Distiller`; this dashboard is added to its callbacks
-                         ):
-        "Run `d.run()` in a thread, so that the notebook stays responsive and Stop works; the result lands in `self.result`."
-        if self not in d.callbacks: d.callbacks.append(self)
-        self.thread = threading.Thread(target=self._run, args=(d,), name='amd_nb-distill', daemon=True)
-        if self.widget: self.show(d)           # display from the calling (cell's) thread
-        self.thread.start()
-
-    def _run(self, d):
-        try: self.result = d.run()
-        except BaseException as e: self.error = e; _report(self, e)
-
-    def wait(self, timeout:float|None=None)->bool:
-        "Wait for a background run (`run_in_background`); True when it has ended."
-        if self.thread is not None: self.thread.join(timeout)
-        return self.thread is None or not self.thread.is_alive()
-
-    async def run_async(self,
-                        fn,                # a blocking call that distils with this dashboard: `Distiller.run`, `distill`, `run_demo`
-                        *args, **kwargs):  # passed to `fn`
-        "`await dash.run_async(fn, ...)`: run `fn` in a worker thread while the cell awaits it, so that Stop works; Kernel → Interrupt stops it too."
-        owner = getattr(fn, '__self__', None)    # `d.run`: this dashboard joins the distiller's callbacks
-        if isinstance(getattr(owner, 'callbacks', None), list) and self not in owner.callbacks: owner.callbacks.append(self)
-        return await run_in_thread(fn, *args, on_interrupt=self.stop, **kwargs)
+# %% ../nbs/09_viz.ipynb #28710b1c
+@patch
+def on_end(self:Dashboard, d):
+    self.running = False
+    if d.history and self.shown != d.history[-1]['iteration']: self.refresh(d)
+    if self.button is None: return
+    done = d.iteration >= d.dc.iterations
+    self.button.disabled, self.button.description = True, 'finished' if done else 'stopped'
+    self.status.value = f"{d.method_name} {'finished' if done else 'stopped'}: {self.status.value}"
+    # the cell that shows the dashboard keeps a static figure (saved with the notebook); a background thread's cell is gone
+    # (a raw bundle: a plotly Figure displays itself as a new output, which would leave the widget in place)
+    if self.handle is not None and threading.current_thread() is not self.thread: self.handle.update(self._repr_mimebundle_(), raw=True)
 
 # %% ../nbs/09_viz.ipynb #0124eda8
+def _report(dash, e:BaseException):
+    "Show a background run's failure where the dashboard shows things."
+    msg = f"distillation failed: {type(e).__name__}: {e}"
+    if dash.status is not None: dash.status.value = msg
+    else: print(msg, file=dash.file or sys.stderr, flush=True)
+
+# %% ../nbs/09_viz.ipynb #c43b59bd
+@patch
+def run_in_background(self:Dashboard,
+                      d,  # a `Distiller`; this dashboard is added to its callbacks
+                     ):
+    "Run `d.run()` in a thread, so that the notebook stays responsive and Stop works; the result lands in `self.result`."
+    if self not in d.callbacks: d.callbacks.append(self)
+    self.thread = threading.Thread(target=self._run, args=(d,), name='amd_nb-distill', daemon=True)
+    if self.widget: self.show(d)           # display from the calling (cell's) thread
+    self.thread.start()
+
+@patch
+def _run(self:Dashboard, d):
+    try: self.result = d.run()
+    except BaseException as e: self.error = e; _report(self, e)
+
+# %% ../nbs/09_viz.ipynb #c3d05b00
+@patch
+def wait(self:Dashboard, timeout:float|None=None)->bool:
+    "Wait for a background run (`run_in_background`); True when it has ended."
+    if self.thread is not None: self.thread.join(timeout)
+    return self.thread is None or not self.thread.is_alive()
+
+# %% ../nbs/09_viz.ipynb #8ce410d0
 def _raise_in(thread:threading.Thread, exc:type|None):
     "Raise `exc` in `thread` at its next Python instruction (None: cancel one not raised yet)."
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc) if exc is not None else None)
 
+# %% ../nbs/09_viz.ipynb #ce12fdbe
 async def run_in_thread(
     fn,                     # a blocking call
     *args,                  # its arguments
@@ -558,7 +596,22 @@ async def run_in_thread(
     if interrupted: raise KeyboardInterrupt('interrupted; the run stopped after its current iteration and saved a checkpoint')
     return res
 
+# %% ../nbs/09_viz.ipynb #1f4965ef
+@patch
+async def run_async(self:Dashboard,
+                    fn,                # a blocking call that distils with this dashboard: `Distiller.run`, `distill`, `run_demo`
+                    *args, **kwargs):  # passed to `fn`
+    "`await dash.run_async(fn, ...)`: run `fn` in a worker thread while the cell awaits it, so that Stop works; Kernel → Interrupt stops it too."
+    owner = getattr(fn, '__self__', None)    # `d.run`: this dashboard joins the distiller's callbacks
+    if isinstance(getattr(owner, 'callbacks', None), list) and self not in owner.callbacks: owner.callbacks.append(self)
+    return await run_in_thread(fn, *args, on_interrupt=self.stop, **kwargs)
+
 # %% ../nbs/09_viz.ipynb #78cbd689
+def _window_title(P:Tensor, R_V:int, R_L:int, max_gap)->str:
+    "Title naming the setting and how many pairs it allows."
+    return f"R_V={R_V}, R_L={R_L}, max_gap={max_gap}: {int((P > 0).sum())} pairs"
+
+# %% ../nbs/09_viz.ipynb #6c98d143
 def window_figure(
     R_V:int, R_L:int, max_gap:int|None, # the windows and the gap limit (None: none)
     epochs:int,                         # T
@@ -572,10 +625,6 @@ def window_figure(
     fig.update_xaxes(title='image start epoch t_V', dtick=1).update_yaxes(title='text start epoch t_L', dtick=1, scaleanchor='x')
     return fig.update_layout(title=_window_title(P, R_V, R_L, max_gap), width=440, height=420)
 
-def _window_title(P:Tensor, R_V:int, R_L:int, max_gap)->str:
-    "Title naming the setting and how many pairs it allows."
-    return f"R_V={R_V}, R_L={R_L}, max_gap={max_gap}: {int((P > 0).sum())} pairs"
-
 # %% ../nbs/09_viz.ipynb #6b77eb23
 def _sliders(top:int, R_V:int, R_L:int)->dict:
     "Integer sliders for R_V, R_L and max_gap over 0..T−M."
@@ -583,6 +632,7 @@ def _sliders(top:int, R_V:int, R_L:int)->dict:
     mk = lambda d, v: W.IntSlider(value=min(v, top), min=0, max=top, description=d, continuous_update=False)
     return {'R_V': mk('R_V', R_V), 'R_L': mk('R_L', R_L), 'max_gap': mk('max_gap', top)}
 
+# %% ../nbs/09_viz.ipynb #8459d602
 def explorer_figures(
     curves:MMDCurves|None,  # MMD curves to draw with the chosen windows (None: only the distribution)
     R_V:int, R_L:int, max_gap:int|None, # the slider values
@@ -592,6 +642,7 @@ def explorer_figures(
     mmd = [mmd_figure(curves, windows=(R_V, R_L)).update_layout(width=620, height=440)] if curves is not None else []
     return mmd + [window_figure(R_V, R_L, max_gap, epochs, expert_epochs)]
 
+# %% ../nbs/09_viz.ipynb #3b0a0c1d
 def window_explorer(
     curves:MMDCurves|None=None,   # MMD curves whose windows start the sliders (and are drawn)
     epochs:int|None=None,         # T (default: curves.epochs)
