@@ -2,6 +2,7 @@
 
     python scripts/run_notebook.py nbs/09_viz.ipynb [more.ipynb ...]     # refresh: run and save the outputs
     python scripts/run_notebook.py --check [--jobs 2] nbs/0*.ipynb nbs/1*.ipynb   # test: run, fail on errors or stale outputs
+    python scripts/run_notebook.py --real nbs/tutorials/01_quickstart.ipynb       # refresh a tutorial from the real run (no IN_TEST)
 
 Runs every code cell with nbdev's notebook runner (execnb) the way `nbdev_test` does (IN_TEST set, in the
 notebook's folder), skipping cells marked `#| eval: false` or with a test flag of settings.ini (`notest`, `slow`).
@@ -30,14 +31,16 @@ def _join_sources(o):
     if isinstance(o, list): return [_join_sources(v) for v in o]
     return o
 
-def execute(fn:Path):
-    "The notebook at `fn` after running its code cells as `nbdev_test` would (raises on the first error)."
+def execute(fn:Path, test:bool=True):
+    "The notebook at `fn` after running its code cells as `nbdev_test` would (raises on the first error); `test=False`: without IN_TEST."
     from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
     nb = read_nb(fn)
     for c in nb.cells:
         if c.cell_type == 'code': c.outputs, c.execution_count = [], None
-    cwd = Path.cwd(); os.chdir(fn.parent); os.environ['IN_TEST'] = '1'
+    cwd = Path.cwd(); os.chdir(fn.parent)
+    if test: os.environ['IN_TEST'] = '1'
+    else: os.environ.pop('IN_TEST', None)
     try:
         shell = CaptureShell(fn)
         shell.run_cell('import amd_nb.viz; amd_nb.viz.setup_docs_renderer()')
@@ -48,11 +51,11 @@ def execute(fn:Path):
         if c.cell_type == 'code': c.outputs = [o for o in c.outputs if WIDGET not in o.get('data', {})]
     return nb
 
-def run(fn:Path):
+def run(fn:Path, test:bool=True):
     "Refresh: run `fn` and save its outputs."
     from execnb.nbio import write_nb
     from nbdev.clean import clean_nb
-    nb = execute(fn)
+    nb = execute(fn, test)
     clean_nb(nb)
     write_nb(nb, fn)
     d = json.loads(fn.read_text())
@@ -123,7 +126,8 @@ def main(argv):
         for f, _, s in sorted(results, key=lambda r: -r[2]): print(f"{f}: {s:.0f} s{' — FAILED' if any(f == b for b, _ in bad) else ''}")
         for f, p in bad: print(f"\n{f}:\n  " + '\n  '.join(p) + f"\n  (refresh with: python scripts/run_notebook.py {f})", file=sys.stderr)
         return 1 if bad else 0
-    for f in argv: run(Path(f))
+    test = argv[:1] != ['--real']
+    for f in argv[0 if test else 1:]: run(Path(f), test)
     return 0
 
 if __name__ == '__main__': sys.exit(main(sys.argv[1:]))
