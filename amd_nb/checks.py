@@ -15,10 +15,12 @@ __all__ = ['NonFiniteError', 'nonfinite_count', 'check_finite', 'SettingsChanged
 class NonFiniteError(ValueError):
     "NaN or ±inf where finite numbers are required; the message names the tensor, where it came from and what to change."
 
+# %% ../nbs/00c_checks.ipynb #13bc7713
 def nonfinite_count(t:torch.Tensor)->int:
     "How many values of `t` are NaN or ±inf (0 for integer tensors)."
     return int((~torch.isfinite(t)).sum()) if t.is_floating_point() or t.is_complex() else 0
 
+# %% ../nbs/00c_checks.ipynb #df9f3c9f
 def check_finite(
     t:torch.Tensor,            # the tensor to check
     what:str,                  # what it is, for the message ('image embeddings of model 1')
@@ -35,6 +37,7 @@ def check_finite(
 class SettingsChanged(ValueError):
     "A result on disk was made with other settings than this run's; the message names the changes and how to proceed."
 
+# %% ../nbs/00c_checks.ipynb #08624383
 def flat_settings(
     cfg:dict,        # a config as a nested dict (`Config.to_dict()`)
     keys,            # sections ('distill') and top-level keys ('seed') the result depends on
@@ -49,6 +52,7 @@ def flat_settings(
         else: out[k] = v
     return out | inputs
 
+# %% ../nbs/00c_checks.ipynb #0cc4748d
 def settings_hash(s:dict)->str:
     "A short stable hash of settings `s` (16 hex digits)."
     return hashlib.sha256(json.dumps(s, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -62,6 +66,7 @@ def _show(v)->str:
     s = v if isinstance(v, str) else json.dumps(v)
     return s if len(s) <= 40 else s[:12] + '…'
 
+# %% ../nbs/00c_checks.ipynb #c1354f83
 def setting_changes(old:dict, # settings recorded with a result
                     new:dict, # this run's settings
                    )->list[str]:
@@ -69,6 +74,7 @@ def setting_changes(old:dict, # settings recorded with a result
     return [f"{k}: {_show(old.get(k, _UNSET))} → {_show(new.get(k, _UNSET))}"
             for k in sorted(set(old) | set(new)) if old.get(k, _UNSET) != new.get(k, _UNSET)]
 
+# %% ../nbs/00c_checks.ipynb #da63a99e
 def check_settings(
     old:dict|None,   # the settings recorded with the result (None: it recorded none)
     new:dict,        # this run's settings

@@ -26,14 +26,17 @@ def opt(default, pred=None, why=''):
     "A dataclass field with a default and an optional validity predicate."
     return field(default=default, metadata={} if pred is None else field_meta(pred, why))
 
+# %% ../nbs/00_config.ipynb #bc446321
 def choice(default, *options):
     "A string field restricted to `options`."
     return opt(default, lambda v: v in options, f"one of {list(options)}")
 
+# %% ../nbs/00_config.ipynb #7ccb903c
 def named(default, registry:Registry):
     "A string field that must name an entry of `registry` (the list of valid names is read from it when a value fails)."
     return opt(default, lambda v: v in registry, registry)
 
+# %% ../nbs/00_config.ipynb #26bc3813
 pos = lambda v: v > 0 and math.isfinite(v)
 nonneg = lambda v: v >= 0 and math.isfinite(v)
 
@@ -49,6 +52,7 @@ def _type_ok(v, tp)->bool:
     if origin in (list, tuple): return isinstance(v, (list, tuple))
     return isinstance(v, tp)
 
+# %% ../nbs/00_config.ipynb #69b22bc8
 def _hints(cls): return typing.get_type_hints(cls)
 
 # %% ../nbs/00_config.ipynb #d9307afa
@@ -180,6 +184,7 @@ class Config:
 # %% ../nbs/00_config.ipynb #e44cd622
 def _section_types(cls): return {f.name: _hints(cls)[f.name] for f in fields(cls)}
 
+# %% ../nbs/00_config.ipynb #e63a3f6f
 def _build(cls, d:dict, prefix:str=''):
     "Instantiate dataclass `cls` from nested dict `d`, rejecting unknown keys."
     if not isinstance(d, dict): raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {d!r}")
@@ -200,6 +205,7 @@ def to_dict(self:Config)->dict:
     "Nested plain dict of the config (JSON-serialisable)."
     return asdict(self)
 
+# %% ../nbs/00_config.ipynb #582157d7
 @patch_to(Config, static_method=True)
 def from_dict(d:dict)->Config:
     "Build a `Config` from a nested dict, validating every key and value."
@@ -280,6 +286,7 @@ PRESETS = {
                               sim_rank=10, sim_alpha=1.0, lr_image=1000.0, lr_text=1000.0, lr_lr=1e-2, lr_sim=10.0, engine='tesla')),
 }
 
+# %% ../nbs/00_config.ipynb #e3eb0c60
 def get_preset(name:str)->Config:
     "A fresh `Config` for the named preset."
     if name not in PRESETS: raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
@@ -297,6 +304,7 @@ def _parse_config(text:str, fmt:str, path:Path)->dict:
         import tomllib; return tomllib.loads(text)
     return json.loads(text)
 
+# %% ../nbs/00_config.ipynb #a95d3083
 def load_config(path:str|Path, # YAML (.yaml/.yml), JSON (.json) or TOML (.toml) file
                 base:Config|None=None, # settings the file starts from (default: `Config()`)
                )->Config:
@@ -337,6 +345,7 @@ def resolve_device(device:str='auto'):
         raise ConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu (or auto)")
     return dev
 
+# %% ../nbs/00_config.ipynb #af70f489
 def default_cache_dir()->Path:
     "Cache root: $AMD_NB_CACHE, else $XDG_CACHE_HOME/amd_nb, else ~/.cache/amd_nb (never the CWD)."
     if os.environ.get('AMD_NB_CACHE'): return Path(os.environ['AMD_NB_CACHE']).expanduser()
@@ -357,6 +366,7 @@ def default_threads()->tuple[int, str]:
     if cores <= SMALL_MACHINE: return 1, f"{cores} CPU cores: one thread is fastest on a small, shared machine"
     return torch.get_num_threads(), f"torch's default on {cores} CPU cores"
 
+# %% ../nbs/00_config.ipynb #2749f3cc
 def set_threads(
     n:int|None=None,  # threads (None: `default_threads()`)
     say=print,        # where the one-line notice goes (None: silent)

