@@ -20,6 +20,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         if 'default' in (action.help or '') or action.default in (None, False, [], argparse.SUPPRESS): return action.help
         return super()._get_help_string(action)
 
+# %% ../nbs/10_cli.ipynb #7f473378
 def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.ArgumentParser:
     "An argument parser with the options every amd_nb command shares."
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
@@ -34,6 +35,7 @@ def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.
     p.add_argument('--threads', type=int, metavar='N', help='torch CPU threads (default: $AMD_NB_THREADS, else 1 on a machine with ≤ 4 cores, else all)')
     return p
 
+# %% ../nbs/10_cli.ipynb #e6b55df7
 def config_from_args(args)->Config:
     "The validated `Config` described by parsed command-line `args` (its device checked to exist here)."
     base = get_preset(args.preset)
@@ -45,21 +47,25 @@ def config_from_args(args)->Config:
     resolve_device(cfg.device)
     return cfg
 
+# %% ../nbs/10_cli.ipynb #e8ce6298
 def run_layout(args)->RunLayout:
     "The run folder the command writes into: `--out`, else `runs/<preset>`."
     return RunLayout(args.out or f"runs/{args.preset}")
 
+# %% ../nbs/10_cli.ipynb #730916bc
 def locked(prog:str, # the command, recorded in the lock for whoever finds it held
            args,     # its parsed arguments (`--out`, `--preset`)
           ):
     "The lock of the run folder (`RunLayout.lock`), recording this command: one writer per `--out`."
     return run_layout(args).lock(' '.join([prog, *sys.argv[1:]]))
 
+# %% ../nbs/10_cli.ipynb #8fd53224
 def open_store(args, layout:RunLayout):
     "The trajectory store a command reads: `--experts`, else the run's `experts/`."
     from amd_nb.experts import TrajectoryStore
     return TrajectoryStore(args.experts or layout.experts)
 
+# %% ../nbs/10_cli.ipynb #04567d0c
 def store_splits(store, *names:str, cache_dir:str|None=None)->list:
     "The splits `names` of the data the store's experts were trained on, embedded into the run's cache folder `cache_dir`."
     from amd_nb.data import load_split
@@ -70,6 +76,7 @@ def _notice(prog:str):
     "A printer of one-line notices of `prog` on stdout (None under torchrun except on rank 0)."
     return (lambda s: print(f"{prog}: {s}", flush=True)) if os.environ.get('RANK', '0') == '0' else None
 
+# %% ../nbs/10_cli.ipynb #40d48964
 def expected_errors()->tuple:
     "The project's error types: a command turns each into one line naming the value or file at fault, and exit status 2."
     from amd_nb.checks import NonFiniteError, SettingsChanged
@@ -83,6 +90,7 @@ def expected_errors()->tuple:
     return (ConfigError, DataError, StoreError, DistillError, SyntheticSetError, NonFiniteError, SettingsChanged, RunFileError,
             ModelError, UnknownName, FileNotFoundError)
 
+# %% ../nbs/10_cli.ipynb #0cbf36ce
 def run_cli(prog:str, body, args)->int:
     "Run `body(args)`, turning expected errors into a one-line message and an exit status."
     try:
@@ -107,6 +115,7 @@ def _buffer(args):
     for i, v in zip(store.finished(), last):
         if v and v[0]: print(f"  expert {i}: val TR@10 {v[0]['TR@10']:.1f}  IR@10 {v[0]['IR@10']:.1f}  r_mean {v[0]['r_mean']:.1f}")
 
+# %% ../nbs/10_cli.ipynb #ddf0cc04
 def amd_buffer(argv:list[str]|None=None)->int:
     "Train (or resume) a buffer of expert trajectories: `amd-buffer --preset demo --out runs/demo`."
     p = base_parser('amd-buffer', 'Train expert trajectories (resumes an interrupted run in the same --out).')
@@ -127,6 +136,7 @@ def _distill(args):
     print(f"{cfg.distill.method}: {len(syn)} synthetic pairs in {out/'synthetic'} ({time.time()-t0:.1f} s); "
           f"matching loss first 10% {first:.4f} -> last 10% {last:.4f}")
 
+# %% ../nbs/10_cli.ipynb #6f914cb7
 def amd_distill(argv:list[str]|None=None)->int:
     "Distil expert trajectories into a synthetic set: `amd-distill --preset demo --method lors --out runs/demo`."
     p = base_parser('amd-distill', 'Distil expert trajectories into a synthetic image-text set (resumes from the checkpoint in the same --out).')
@@ -143,6 +153,7 @@ def _compare(args):
         compare(cfg, store, layout, methods=args.methods, budgets=args.budgets, n_syn_sets=args.n_syn_sets, progress=not args.quiet)
     print(layout.table('md').read_text())
 
+# %% ../nbs/10_cli.ipynb #ef4e9ea9
 def amd_compare(argv:list[str]|None=None)->int:
     "Compare full data, coresets and distillation methods: `amd-compare --preset demo --budgets 50 100 --out runs/demo`."
     p = base_parser('amd-compare', 'Compare full data, coresets and distilled sets under one retrain protocol (resumable).')
@@ -171,11 +182,13 @@ def _training_set(spec:str, store, train, seed:int, root:Path):
     syn = SyntheticSet.load(p)
     return synthetic_set(syn, syn.meta.get('method')), _label(p.parent, root)
 
+# %% ../nbs/10_cli.ipynb #b341b1b0
 def _label(folder:Path, root:Path)->str:
     "A file-name-safe label of a set's folder: its path relative to the output folder."
     rel = os.path.relpath(Path(folder).resolve(), Path(root).resolve())
     return re.sub(r'[^A-Za-z0-9.+=-]+', '_', rel.replace('..' + os.sep, '')).strip('_.') or 'synthetic'
 
+# %% ../nbs/10_cli.ipynb #6297f655
 def _eval(args):
     from amd_nb.evaluate import evaluate_set, _eval_cfg, format_result, TABLE_METRICS
     from amd_nb.io import atomic_write_json
@@ -191,6 +204,7 @@ def _eval(args):
             atomic_write_json(layout.eval_result(label), dict(set=label, config=_eval_cfg(cfg, store).to_dict(), **res))
             print(format_result(res, TABLE_METRICS) + f"  ({res['n']} models, {layout.eval_result(label)})")
 
+# %% ../nbs/10_cli.ipynb #04c0b742
 def amd_eval(argv:list[str]|None=None)->int:
     "Judge synthetic sets and coresets by the retrain protocol: `amd-eval --preset demo --out runs/demo random@100 runs/demo/distill/amd`."
     p = base_parser('amd-eval', 'Train fresh dual encoders on each SET and report TR/IR@K on the test split (mean ± std).')
@@ -214,6 +228,7 @@ def _demo(args):
                          progress=not args.quiet))
     print(f"amd-demo: finished in {time.time() - t0:.1f} s")
 
+# %% ../nbs/10_cli.ipynb #63b802d0
 def amd_demo(argv:list[str]|None=None)->int:
     "The whole AMD pipeline on one dataset, ending in a report: `amd-demo --preset demo --out runs/demo`."
     p = base_parser('amd-demo', 'Train experts, compute MMD windows and SPM prototypes, distil with AMD and LoRS, evaluate against '

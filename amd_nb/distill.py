@@ -39,15 +39,18 @@ class Init(NamedTuple):
     captions: torch.Tensor        # long [B]: one flat caption index of each of those images
     selection: Selection|None = None # the selector's result (timing, K-means labels …), for reports
 
+# %% ../nbs/07_distill.ipynb #f8beea41
 def register_init(name:str):
     "Decorator registering `f(cfg, store, train, generator) -> Init` in `INITS`, as an initialisation of the synthetic set."
     return INITS.register(name)
 
+# %% ../nbs/07_distill.ipynb #232534b1
 @register_init('random')
 def _random_init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->Init:
     idx = random_indices(len(train), cfg.distill.budget, g)
     return Init(idx, pick_captions(train.caption_image, idx, 'random', g))
 
+# %% ../nbs/07_distill.ipynb #bc3418a1
 def _feature_init(name:str):
     "An initialisation that runs selector `name` on the first expert's joint features; each image starts from its nearest caption."
     def init(cfg:Config, store:TrajectoryStore, train:EncodedSplit, g:torch.Generator)->Init:
@@ -67,6 +70,7 @@ for _name, _m in (('mtt_vl',       Method(sampler='sync', loss='infonce', sim='i
                   ('mtt_vl+async', Method(sampler='amd', loss='infonce', sim='identity'))):          # async without learned similarities
     METHODS.register(_name, _m)
 
+# %% ../nbs/07_distill.ipynb #99d1f975
 def resolve_method(dcfg)->Method:
     "The run's `Method`: the registered method `dcfg.method` with any part the config sets (`distill.sampler`, `loss`, `sim`, `init`) replaced."
     try: return METHODS[dcfg.method].replace(sampler=dcfg.sampler, loss=dcfg.loss, sim=dcfg.sim, init=dcfg.init).check()
@@ -80,6 +84,7 @@ class Callback:
     def on_checkpoint(self, d:Distiller, path:Path): pass
     def on_end(self, d:Distiller): pass
 
+# %% ../nbs/07_distill.ipynb #2ab41842
 class ProgressBar(Callback):
     "A tqdm bar over iterations with the current matching loss and inner lrs."
     def __init__(self, every:int=1): self.every, self.bar = every, None
@@ -93,6 +98,7 @@ class ProgressBar(Callback):
     def on_end(self, d):
         if self.bar is not None: self.bar.close()
 
+# %% ../nbs/07_distill.ipynb #1c5fd4a4
 class JSONLog(Callback):
     "Append every iteration record as one JSON line to `path` (rewritten from the checkpoint on resume)."
     def __init__(self, path): self.path = Path(path)
@@ -102,12 +108,14 @@ class JSONLog(Callback):
     def on_iteration(self, d, rec):
         with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
 
+# %% ../nbs/07_distill.ipynb #f8c05c40
 class DistillError(RuntimeError):
     "Distillation cannot go on (e.g. too many consecutive non-finite iterations)."
 
 # %% ../nbs/07_distill.ipynb #c2618ff5
 def _finite(*ts)->bool: return all(t is None or bool(torch.isfinite(t).all()) for t in ts)
 
+# %% ../nbs/07_distill.ipynb #93afe728
 class Distiller:
     "Trajectory-matching distillation of `store`'s training data into a `SyntheticSet`."
     def __init__(self,
@@ -135,6 +143,7 @@ class Distiller:
 # %% ../nbs/07_distill.ipynb #d93cba04
 def _loss_kwargs(method:Method, dc)->dict: return {'scale': dc.wbce_scale} if method.loss == 'wbce' else {}
 
+# %% ../nbs/07_distill.ipynb #3a8da581
 _NOT_RESULT = ('distill.iterations', 'distill.checkpoint_every', 'distill.max_bad_steps')   # settings a resumed run may change: more iterations extend it
 
 def distill_settings(cfg:Config,             # the run's config (its `distill` section and seed)
@@ -143,6 +152,13 @@ def distill_settings(cfg:Config,             # the run's config (its `distill` s
     "What a distillation's result depends on (recorded in its checkpoints and set): the distill section but `_NOT_RESULT`, the seed, the experts."
     return flat_settings(cfg.to_dict(), ('distill', 'seed'), drop=_NOT_RESULT, experts=store.identity, expert_indices=store.finished())
 
+# %% ../nbs/07_distill.ipynb #6eabddc7
+def _pixel_bounds(mean, std, device)->tuple[torch.Tensor, torch.Tensor]:
+    "Per-channel bounds [1,C,1,1] of pixels in [0, 1] in the normalised space of `mean`/`std`."
+    m, s = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (mean, std))
+    return -m / s, (1 - m) / s
+
+# %% ../nbs/07_distill.ipynb #e96a18d5
 @patch
 def _build(self:Distiller):
     scfg, dc = self.store.config, self.dc
@@ -177,12 +193,14 @@ def _next_expert(self:Distiller)->int:
     if not self.order: self.order = [self.store.finished()[i] for i in torch.randperm(len(self.store), generator=self.g).tolist()]
     return self.order.pop(0)
 
+# %% ../nbs/07_distill.ipynb #24fafcf3
 @patch
 def _segment(self:Distiller, i:int, ep)->Segment:
     M, t = self.dc.expert_epochs, dict(zip(MODALITIES, ep))
     rows = lambda off: {m: self.store.epoch(i, m, t[m] + off).to(self.device) for m in MODALITIES}
     return Segment(rows(0), rows(M), ep, i)
 
+# %% ../nbs/07_distill.ipynb #850a69aa
 @patch
 def _meta_gradient(self:Distiller, seg:Segment, batches:list):
     "Run the engine; leave gradients in the synthetic set's `.grad`."
@@ -206,11 +224,7 @@ def _sim_stats(syn:SyntheticSet)->dict:
     return {'sim_diag': round(float(S.diagonal().mean()), 5), 'sim_offdiag': round(float(off.sum() / max(n * n - n, 1)), 5),
             'sim_offdiag_max': round(float(off.max()), 5)}
 
-def _pixel_bounds(mean, std, device)->tuple[torch.Tensor, torch.Tensor]:
-    "Per-channel bounds [1,C,1,1] of pixels in [0, 1] in the normalised space of `mean`/`std`."
-    m, s = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (mean, std))
-    return -m / s, (1 - m) / s
-
+# %% ../nbs/07_distill.ipynb #60ed0987
 @patch
 @torch.no_grad()
 def _project(self:Distiller):
@@ -222,18 +236,22 @@ def _project(self:Distiller):
         self.syn.text.mul_((torch.full_like(n, r) if dc.text_norm == 'sphere' else n.clamp(max=dc.text_radius * r)) / n)
     for lr in (self.syn.lr_image, self.syn.lr_text): lr.clamp_(min=0, max=dc.max_lr)
 
+# %% ../nbs/07_distill.ipynb #64cfdac8
 def _iteration_seed(seed:int, iteration:int)->int:
     "The seed of the random draws inside one iteration (the student's dropout), from the run's seed and the iteration alone."
     return int.from_bytes(hashlib.sha256(f"amd_nb-distill-{seed}-{iteration}".encode()).digest()[:8], 'little') >> 1
 
+# %% ../nbs/07_distill.ipynb #f30ad280
 @patch
 def _params(self:Distiller)->list: return [p for grp in self.opt.param_groups for p in grp['params']]
 
+# %% ../nbs/07_distill.ipynb #eb93b7e0
 @patch
 def _snapshot(self:Distiller)->list:
     "Copies of the set's parameters and their momentum buffers (None where there is none yet)."
     return [(p.detach().clone(), None if (b := self.opt.state.get(p, {}).get('momentum_buffer')) is None else b.clone()) for p in self._params()]
 
+# %% ../nbs/07_distill.ipynb #5712134e
 @patch
 @torch.no_grad()
 def _restore(self:Distiller, snap:list):
@@ -243,6 +261,20 @@ def _restore(self:Distiller, snap:list):
         if b is None: self.opt.state.get(p, {}).pop('momentum_buffer', None)
         else: self.opt.state[p]['momentum_buffer'] = b
 
+# %% ../nbs/07_distill.ipynb #04287011
+@patch
+def _rng_state(self:Distiller)->dict:
+    s = {'loop': self.g.get_state(), 'torch': torch.get_rng_state()}
+    if self.device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(self.device)
+    return s
+
+# %% ../nbs/07_distill.ipynb #8e2bbd71
+@patch
+def _set_rng_state(self:Distiller, s:dict):
+    self.g.set_state(s['loop']); torch.set_rng_state(s['torch'])
+    if 'cuda' in s and self.device.type == 'cuda': torch.cuda.set_rng_state(s['cuda'], self.device)
+
+# %% ../nbs/07_distill.ipynb #ed4ee589
 @patch
 def step(self:Distiller)->dict:
     "One outer iteration; returns its record (`ok` False when the update was rejected: a non-finite loss, gradient, or set after the step)."
@@ -282,6 +314,7 @@ def _student_end(self:Distiller, seg:Segment, batches:list, x:torch.Tensor)->dic
         theta = {m: theta[m] - lrs[m] * gs[m] for m in MODALITIES}
     return theta
 
+# %% ../nbs/07_distill.ipynb #b7556edf
 @patch
 def probe(self:Distiller,
           segments:int=16, # expert segments to try (experts in turn, start epochs drawn by the run's sampler)
@@ -302,18 +335,7 @@ def probe(self:Distiller,
     return {m: dict(zip(('cos', 'ratio', 'loss', 'best_loss'), (round(sum(r[m][j] for r in rows) / len(rows), 4) for j in range(4))))
             for m in MODALITIES}
 
-# %% ../nbs/07_distill.ipynb #04287011
-@patch
-def _rng_state(self:Distiller)->dict:
-    s = {'loop': self.g.get_state(), 'torch': torch.get_rng_state()}
-    if self.device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(self.device)
-    return s
-
-@patch
-def _set_rng_state(self:Distiller, s:dict):
-    self.g.set_state(s['loop']); torch.set_rng_state(s['torch'])
-    if 'cuda' in s and self.device.type == 'cuda': torch.cuda.set_rng_state(s['cuda'], self.device)
-
+# %% ../nbs/07_distill.ipynb #bf4d5cf8
 @patch
 def save_checkpoint(self:Distiller)->Path|None:
     "Write the full loop state to `out/checkpoint.safetensors` (atomically)."
@@ -331,6 +353,7 @@ def save_checkpoint(self:Distiller)->Path|None:
     for cb in self.callbacks: cb.on_checkpoint(self, path)
     return path
 
+# %% ../nbs/07_distill.ipynb #ea0131ed
 def _read_checkpoint(path:Path)->tuple[dict, dict]:
     "(state metadata, tensors) of a checkpoint; a damaged one is a `DistillError` naming it."
     redo = f"delete {path} to start this distillation again"
@@ -344,6 +367,7 @@ def _read_checkpoint(path:Path)->tuple[dict, dict]:
         if k.startswith(('syn.', 'opt.')): check_finite(v, f"{path}: {k}", redo, error=DistillError)
     return meta, t
 
+# %% ../nbs/07_distill.ipynb #659449a4
 @patch
 def load_checkpoint(self:Distiller):
     "Restore the loop state from `out/checkpoint.safetensors`, after checking it was made with this run's settings."
@@ -369,11 +393,13 @@ def stop(self:Distiller):
     "Ask the run to stop after the current iteration (a checkpoint is written)."
     self._stop = True
 
+# %% ../nbs/07_distill.ipynb #870e3ae8
 @patch
 def run(self:Distiller)->SyntheticSet:
     "Distil until `distill.iterations` (resuming from the checkpoint in `out`, if any), holding `out`'s lock; return the synthetic set."
     with folder_lock(self.out) if self.out is not None else nullcontext(): return self._run()
 
+# %% ../nbs/07_distill.ipynb #ebfc438b
 @patch
 def _run(self:Distiller)->SyntheticSet:
     for cb in self.callbacks: cb.on_start(self)

@@ -22,9 +22,9 @@ from .synthetic import SyntheticSet, pick_captions, own_captions
 
 # %% auto #0
 __all__ = ['METRICS', 'TABLE_METRICS', 'CORESETS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set', 'eval_config',
-           'train_model', 'summarize', 'evaluate_set', 'format_result', 'row_names', 'check_rows', 'check_budget',
-           'coreset_of', 'cell_settings', 'comparison_jobs', 'pending_cells', 'compare', 'write_tables',
-           'markdown_table']
+           'train_model', 'summarize', 'format_result', 'evaluate_set', 'row_names', 'check_rows', 'check_budget',
+           'coreset_of', 'cell_settings', 'comparison_jobs', 'pending_cells', 'write_tables', 'markdown_table',
+           'compare']
 
 # %% ../nbs/08_evaluate.ipynb #ac144885
 METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')   # what `recall_at_k` reports
@@ -50,10 +50,12 @@ class TrainingSet:
         "The image of every row."
         return self.row_image if self.row_image is not None else torch.arange(len(self.text))
 
+# %% ../nbs/08_evaluate.ipynb #b239468f
 def real_set(split:EncodedSplit, name:str='full')->TrainingSet:
     "Every (image, caption) row of `split`."
     return TrainingSet(name, split.images, split.text, split.caption_image)
 
+# %% ../nbs/08_evaluate.ipynb #57af4bf1
 def coreset(split:EncodedSplit,  # the real training pairs
             index,               # long [B]: the chosen images
             captions,            # [B] flat caption indices, one of each chosen image
@@ -63,6 +65,7 @@ def coreset(split:EncodedSplit,  # the real training pairs
     cap = own_captions(split.caption_image, ix, captions)
     return TrainingSet(name, split.images[ix], split.text[cap])
 
+# %% ../nbs/08_evaluate.ipynb #9de35653
 def synthetic_set(syn:SyntheticSet, name:str|None=None)->TrainingSet:
     "A distilled set with its learned targets (if any), its loss and inner lrs."
     learned = len(list(syn.sim.parameters())) > 0
@@ -80,11 +83,13 @@ def _to_space(x:torch.Tensor, mean, std, tower)->torch.Tensor:
     m, s = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
     return normalize(x.float() * s + m, tower.mean, tower.std)      # via pixels, unclamped
 
+# %% ../nbs/08_evaluate.ipynb #b2fc6080
 def _lrs(ts:TrainingSet, cfg:Config)->dict:
     ec, xc = cfg.eval, cfg.expert
     if ts.lrs is not None and ec.use_learned_lr: return dict(ts.lrs)
     return {'image': ec.lr_image or xc.lr_image, 'text': ec.lr_text or xc.lr_text}
 
+# %% ../nbs/08_evaluate.ipynb #d76892cb
 def eval_config(store_cfg:Config, cfg:Config)->Config:
     "The model/data config evaluation models are built with: the experts', with `eval.image_tower` swapped in if set."
     if not cfg.eval.image_tower: return store_cfg
@@ -95,11 +100,13 @@ def _inputs(ts:TrainingSet, model, device)->torch.Tensor:
     "`ts`'s images as `model`'s trainable part consumes them (frozen-backbone features, or pixels in the tower's space)."
     return image_inputs(model, _to_space(ts.images, ts.mean, ts.std, model.image), device)
 
+# %% ../nbs/08_evaluate.ipynb #d7934e9a
 def _pairs(ts:TrainingSet, model, device, inputs=None)->Pairs:
     "The `Pairs` a model trains on: `ts`'s image inputs, its rows and targets."
     x = _inputs(ts, model, device) if inputs is None else inputs.to(device)
     return Pairs(x, ts.text.to(device), ts.pairs_of, None if ts.targets is None else ts.targets.to(device))
 
+# %% ../nbs/08_evaluate.ipynb #96fb12bd
 def train_model(ts:TrainingSet,              # what to train on
                 cfg:Config,                  # `eval` section used; model/data settings are the experts'
                 seed:int,                    # seed of this model (init, row order, dropout)
@@ -128,6 +135,20 @@ def summarize(runs:list[dict])->dict:
     std = {k: statistics.pstdev([r[k] for r in runs]) if len(runs) > 1 else 0.0 for k in METRICS}
     return {'mean': mean, 'std': std, 'n': len(runs)}
 
+# %% ../nbs/08_evaluate.ipynb #cf9675b7
+def _diverged(ts:TrainingSet, cfg:Config)->str:
+    "What to change when an evaluation model diverged."
+    lrs, learned = _lrs(ts, cfg), ts.lrs is not None and cfg.eval.use_learned_lr
+    return (f"the model diverged at lr image {lrs['image']:g}, text {lrs['text']:g}"
+            + ("; these are the set's learned lrs: set eval.use_learned_lr=false to train with eval.lr_image / eval.lr_text" if learned
+               else "; lower eval.lr_image / eval.lr_text"))
+
+# %% ../nbs/08_evaluate.ipynb #fcca1880
+def format_result(r:dict, keys=METRICS)->str:
+    "One line: name and mean ± std of each metric."
+    return f"{r['name']}: " + ', '.join(f"{k} {r['mean'][k]:.1f}±{r['std'][k]:.1f}" for k in keys)
+
+# %% ../nbs/08_evaluate.ipynb #91d56de3
 def evaluate_set(ts:TrainingSet,            # the set to judge
                  cfg:Config,                # eval protocol (`cfg.eval`), seed, device; model/data are the experts'
                  test:EncodedSplit,         # judged once per model, at the end
@@ -148,17 +169,6 @@ def evaluate_set(ts:TrainingSet,            # the set to judge
         except NonFiniteError as e: raise NonFiniteError(f"set {ts.name!r}, evaluation model {k} (seed {seed}): {e}; {_diverged(ts, cfg)}") from None
     return {'name': ts.name, 'runs': runs, **summarize(runs), 'seconds': round(time.time() - t0, 2)}
 
-def _diverged(ts:TrainingSet, cfg:Config)->str:
-    "What to change when an evaluation model diverged."
-    lrs, learned = _lrs(ts, cfg), ts.lrs is not None and cfg.eval.use_learned_lr
-    return (f"the model diverged at lr image {lrs['image']:g}, text {lrs['text']:g}"
-            + ("; these are the set's learned lrs: set eval.use_learned_lr=false to train with eval.lr_image / eval.lr_text" if learned
-               else "; lower eval.lr_image / eval.lr_text"))
-
-def format_result(r:dict, keys=METRICS)->str:
-    "One line: name and mean ± std of each metric."
-    return f"{r['name']}: " + ', '.join(f"{k} {r['mean'][k]:.1f}±{r['std'][k]:.1f}" for k in keys)
-
 # %% ../nbs/08_evaluate.ipynb #407bbef8
 CORESETS = SELECTORS   # a coreset row is a selector's pick; a distilled row is a registered method (`METHODS`)
 
@@ -166,12 +176,14 @@ def row_names()->tuple:
     "Every row a comparison can have: 'full', each coreset selector, each distillation method (read from the registries)."
     return ('full', *SELECTORS, *METHODS)
 
+# %% ../nbs/08_evaluate.ipynb #00aa526f
 def check_rows(names)->tuple:
     "`names` as a tuple, or a `ConfigError` naming the unknown ones and listing the known rows."
     bad = [n for n in names if n not in row_names()]
     if bad: raise ConfigError(f"unknown rows {bad}; known: {', '.join(row_names())}")
     return tuple(names)
 
+# %% ../nbs/08_evaluate.ipynb #3ccc565e
 def check_budget(budget,            # B: pairs per set
                  n_train:int,       # images in the training split
                  what:str='budget', # how the value was given, for the message ('--budgets', 'random@5000')
@@ -181,6 +193,7 @@ def check_budget(budget,            # B: pairs per set
     if budget > n_train: raise ConfigError(f"{what}: budget {budget} is larger than the {n_train} training images")
     return budget
 
+# %% ../nbs/08_evaluate.ipynb #8cb5963f
 def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kcenter'
                train:EncodedSplit, # the real training pairs
                budget:int,        # B
@@ -196,6 +209,7 @@ def coreset_of(method:str,        # a selector: 'random', 'spm', 'herding', 'kce
            else embeddings.nearest_captions(sel.indices))
     return coreset(train, sel.indices, cap, method), sel.seconds
 
+# %% ../nbs/08_evaluate.ipynb #7bdea89c
 def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore, train:EncodedSplit, layout:RunLayout, progress:bool, embeddings):
     "The training set of one cell and the seconds it took to make it (`embeddings()` gives the expert's embeddings of `train`)."
     from amd_nb.distill import distill
@@ -216,6 +230,7 @@ def cell_settings(cfg:Config,             # the comparison's config
     keys = ('eval', 'seed') + (('distill',) if method in METHODS else ())
     return flat_settings(cfg.to_dict(), keys, drop=_CELL_DROP, experts=store.identity)
 
+# %% ../nbs/08_evaluate.ipynb #6d87cf78
 def comparison_jobs(methods,          # rows: 'full', coresets, methods
                     budgets,          # B values
                     n_syn_sets:int,   # sets per (row, budget)
@@ -224,6 +239,7 @@ def comparison_jobs(methods,          # rows: 'full', coresets, methods
     jobs = [('full', None, 0)] if 'full' in methods else []
     return jobs + [(m, b, k) for b in budgets for m in methods if m != 'full' for k in range(n_syn_sets)]
 
+# %% ../nbs/08_evaluate.ipynb #49a867ec
 def pending_cells(cfg:Config,             # the comparison's config
                   store:TrajectoryStore,  # its experts
                   layout:RunLayout,       # the run folder holding `comparison/cells/`
@@ -238,6 +254,7 @@ def pending_cells(cfg:Config,             # the comparison's config
         check_settings(old, cell_settings(cfg, store, m), p, f"use a new --out or delete {layout.comparison}")
     return todo
 
+# %% ../nbs/08_evaluate.ipynb #6857ce63
 def _check_counts(budgets, n_syn_sets:int, n_train:int, methods)->list:
     "The budgets as a list, checked with `n_syn_sets` (a `ConfigError` naming the bad value)."
     if isinstance(n_syn_sets, bool) or not isinstance(n_syn_sets, int) or n_syn_sets < 1:
@@ -248,6 +265,50 @@ def _check_counts(budgets, n_syn_sets:int, n_train:int, methods)->list:
         for b in budgets: check_budget(b, n_train, 'budgets')
     return budgets
 
+# %% ../nbs/08_evaluate.ipynb #cc6b984f
+def _eval_cfg(cfg:Config, store:TrajectoryStore)->Config:
+    "The config evaluation models are built from: the experts' data/model (maybe another tower), the run's eval/seed/device."
+    return dataclasses.replace(eval_config(store.config, cfg), eval=cfg.eval, seed=cfg.seed, device=cfg.device)
+
+# %% ../nbs/08_evaluate.ipynb #637991af
+def _agg(cells:list[dict])->dict:
+    runs = [r for c in cells for r in c['runs']]
+    return {**summarize(runs), 'sets': len(cells), 'build_seconds': round(sum(c['build_seconds'] for c in cells), 1),
+            'eval_seconds': round(sum(c['seconds'] for c in cells), 1)}
+
+# %% ../nbs/08_evaluate.ipynb #74fc8329
+def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, budgets, n_syn_sets:int)->dict:
+    "Aggregate the finished cells of `layout`'s comparison into `comparison.json` and `comparison.md`."
+    rows = {}
+    for m in methods:
+        for b in ([None] if m == 'full' else budgets):
+            cells = [read_json(p, hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
+                     if (p := layout.cell(m, b, k)).exists()]
+            if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
+    ec, dc = cfg.eval, cfg.distill
+    protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
+                f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({ec.full_epochs} on the full split), batch ≤ {ec.batch_size}; "
+                f"distilled sets train with their learned lrs (and similarity targets and loss, where learned); "
+                f"{'model selection on val' if ec.select_on_val else 'no model selection'}; evaluated once on the {ec.split} split. "
+                f"Each coreset/distilled row: {n_syn_sets} sets (seeds {cfg.seed}..{cfg.seed + n_syn_sets - 1}) × {ec.n_eval} models. "
+                f"Budget: every row gets exactly B pairs (B images, B texts, one caption per coreset image; no B−1). Distillation: {dc.iterations} iterations, N={dc.syn_steps}, M={dc.expert_epochs}, "
+                f"engine {dc.engine}, experts {store.path} ({len(store)} × {store.epochs} epochs, {store.config.model.image_tower}).")
+    result = dict(protocol=protocol, config=cfg.to_dict(), store=str(store.path), budgets=list(budgets), rows=rows)
+    atomic_write_json(layout.table('json'), result)
+    atomic_write(layout.table('md'), lambda p: p.write_text(markdown_table(result), encoding='utf-8'))
+    return result
+
+# %% ../nbs/08_evaluate.ipynb #8887def6
+def markdown_table(result:dict)->str:
+    "The comparison as a markdown table (mean ± std) followed by its protocol."
+    keys = TABLE_METRICS
+    lines = ['| method | B | ' + ' | '.join(keys) + ' | models | build s | eval s |', '|---' * (len(keys) + 5) + '|']
+    for name, r in result['rows'].items():
+        cells = ' | '.join(f"{r['mean'][k]:.1f} ± {r['std'][k]:.1f}" for k in keys)
+        lines.append(f"| {r['method']} | {r['budget'] or 'all'} | {cells} | {r['n']} | {r['build_seconds']} | {r['eval_seconds']} |")
+    return '\n'.join(lines) + '\n\n' + result['protocol'] + '\n'
+
+# %% ../nbs/08_evaluate.ipynb #1c84cf19
 def compare(cfg:Config,                     # preset/config: distill and eval settings, seed, device
             store:TrajectoryStore|str,      # expert trajectories (fix the data and the model)
             out:str|Path|RunLayout,         # the run folder: cells, distillations and tables go to its `comparison/`
@@ -276,43 +337,3 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
             res = evaluate_set(ts, ecfg, judge, val, progress)
             atomic_write_json(layout.cell(m, b, k), dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=cell_settings(cfg, store, m), **res))
         return write_tables(layout, cfg, store, methods, budgets, n_syn_sets)
-
-def _eval_cfg(cfg:Config, store:TrajectoryStore)->Config:
-    "The config evaluation models are built from: the experts' data/model (maybe another tower), the run's eval/seed/device."
-    return dataclasses.replace(eval_config(store.config, cfg), eval=cfg.eval, seed=cfg.seed, device=cfg.device)
-
-# %% ../nbs/08_evaluate.ipynb #637991af
-def _agg(cells:list[dict])->dict:
-    runs = [r for c in cells for r in c['runs']]
-    return {**summarize(runs), 'sets': len(cells), 'build_seconds': round(sum(c['build_seconds'] for c in cells), 1),
-            'eval_seconds': round(sum(c['seconds'] for c in cells), 1)}
-
-def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, budgets, n_syn_sets:int)->dict:
-    "Aggregate the finished cells of `layout`'s comparison into `comparison.json` and `comparison.md`."
-    rows = {}
-    for m in methods:
-        for b in ([None] if m == 'full' else budgets):
-            cells = [read_json(p, hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
-                     if (p := layout.cell(m, b, k)).exists()]
-            if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
-    ec, dc = cfg.eval, cfg.distill
-    protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
-                f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({ec.full_epochs} on the full split), batch ≤ {ec.batch_size}; "
-                f"distilled sets train with their learned lrs (and similarity targets and loss, where learned); "
-                f"{'model selection on val' if ec.select_on_val else 'no model selection'}; evaluated once on the {ec.split} split. "
-                f"Each coreset/distilled row: {n_syn_sets} sets (seeds {cfg.seed}..{cfg.seed + n_syn_sets - 1}) × {ec.n_eval} models. "
-                f"Budget: every row gets exactly B pairs (B images, B texts, one caption per coreset image; no B−1). Distillation: {dc.iterations} iterations, N={dc.syn_steps}, M={dc.expert_epochs}, "
-                f"engine {dc.engine}, experts {store.path} ({len(store)} × {store.epochs} epochs, {store.config.model.image_tower}).")
-    result = dict(protocol=protocol, config=cfg.to_dict(), store=str(store.path), budgets=list(budgets), rows=rows)
-    atomic_write_json(layout.table('json'), result)
-    atomic_write(layout.table('md'), lambda p: p.write_text(markdown_table(result), encoding='utf-8'))
-    return result
-
-def markdown_table(result:dict)->str:
-    "The comparison as a markdown table (mean ± std) followed by its protocol."
-    keys = TABLE_METRICS
-    lines = ['| method | B | ' + ' | '.join(keys) + ' | models | build s | eval s |', '|---' * (len(keys) + 5) + '|']
-    for name, r in result['rows'].items():
-        cells = ' | '.join(f"{r['mean'][k]:.1f} ± {r['std'][k]:.1f}" for k in keys)
-        lines.append(f"| {r['method']} | {r['budget'] or 'all'} | {cells} | {r['n']} | {r['build_seconds']} | {r['eval_seconds']} |")
-    return '\n'.join(lines) + '\n\n' + result['protocol'] + '\n'

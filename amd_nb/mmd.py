@@ -28,6 +28,7 @@ def _samples(x:Tensor, name:str='x')->Tensor:
     if len(x) == 0: raise ValueError(f"{name} has no samples")
     return x.detach().double()
 
+# %% ../nbs/04_mmd.ipynb #78b0413a
 def mmd_linear(x:Tensor, # samples [n, d]
                y:Tensor, # samples [m, d]
               )->Tensor: # scalar ‖mean(x) − mean(y)‖₂ (float64)
@@ -44,12 +45,14 @@ def _median(v:Tensor)->float:
     k = len(s) // 2
     return float(s[k]) if len(s) % 2 else float((s[k-1] + s[k]) / 2)
 
+# %% ../nbs/04_mmd.ipynb #ec861060
 def _sqdist(z:Tensor)->Tensor:
     "Squared Euclidean distances between the rows of `z` (one matrix product; diagonal exactly 0)."
     n2 = z.pow(2).sum(1)
     d = (n2[:, None] + n2[None] - 2 * z @ z.T).clamp_min(0)
     return d.fill_diagonal_(0)
 
+# %% ../nbs/04_mmd.ipynb #9f0b263b
 def _bandwidth(sq:Tensor)->float:
     "Median-heuristic σ from the pooled squared distances `sq`."
     i, j = torch.triu_indices(len(sq), len(sq), offset=1)
@@ -60,6 +63,7 @@ def _bandwidth(sq:Tensor)->float:
     pos = d[d > 0]
     return float(pos.mean()) if len(pos) else 1.0
 
+# %% ../nbs/04_mmd.ipynb #473dd0fa
 def median_bandwidth(x:Tensor, # samples [n, d]
                      y:Tensor, # samples [m, d]
                     )->float:  # σ for the RBF kernel
@@ -69,6 +73,7 @@ def median_bandwidth(x:Tensor, # samples [n, d]
 # %% ../nbs/04_mmd.ipynb #8d376b46
 def _offdiag_mean(K:Tensor)->Tensor: return (K.sum() - K.diagonal().sum()) / (len(K) * (len(K) - 1))
 
+# %% ../nbs/04_mmd.ipynb #d2cc217a
 def mmd_rbf(x:Tensor,                  # samples [n, d]
             y:Tensor,                  # samples [m, d]
             bandwidth:float|None=None, # σ of k(a,b) = exp(−‖a−b‖²/(2σ²)); None: `median_bandwidth(x, y)`
@@ -90,11 +95,12 @@ def mmd_rbf(x:Tensor,                  # samples [n, d]
     return _offdiag_mean(Kxx) + _offdiag_mean(Kyy) - 2 * cross
 
 # %% ../nbs/04_mmd.ipynb #67983230
-KERNELS, SAMPLES = ('linear', 'rbf'), ('rows', 'flat')
-
 def param_rows(t:Tensor)->Tensor:
     "Parameter tensor `t` as samples: [shape[0], -1]; 1-D [n] → [n, 1]; a scalar → [1, 1]."
     return t.reshape(1, 1) if t.dim() == 0 else t.reshape(t.shape[0], -1)
+
+# %% ../nbs/04_mmd.ipynb #1a2904ff
+KERNELS, SAMPLES = ('linear', 'rbf'), ('rows', 'flat')
 
 def _check(kernel:str, samples:str):
     "Refuse unknown kernels/sample definitions and the degenerate RBF-on-flat combination."
@@ -108,6 +114,7 @@ def _estimate(x:Tensor, y:Tensor, kernel:str, unbiased:bool)->float:
     "One estimator on one pair of sample sets (RBF: paired, as rows correspond)."
     return float(mmd_linear(x, y) if kernel == 'linear' else mmd_rbf(x, y, unbiased=unbiased, paired=unbiased))
 
+# %% ../nbs/04_mmd.ipynb #d4d740ef
 def update_magnitude(prev:Tensor,          # flat parameters of one modality at epoch t−1
                      cur:Tensor,           # the same at epoch t
                      layout:ParamLayout,   # names and shapes of the flat vector (`store.layouts[m]`)
@@ -201,17 +208,20 @@ def to_json(self:MMDCurves)->dict:
     "JSON-ready dict (with a format tag)."
     return {'format': FORMAT, 'version': 1, **asdict(self)}
 
+# %% ../nbs/04_mmd.ipynb #83295cd7
 @patch(cls_method=True)
 def from_json(cls:MMDCurves, d:dict)->MMDCurves:
     "`MMDCurves` from `to_json` output."
     if d.get('format') != FORMAT: raise ValueError(f"not an MMD curves record (format {d.get('format')!r})")
     return cls(**{k: v for k, v in d.items() if k not in ('format', 'version', 'store')})
 
+# %% ../nbs/04_mmd.ipynb #3b64413d
 @patch
 def save(self:MMDCurves, path)->Path:
     "Write to `path` as JSON, atomically; returns the path."
     atomic_write_json(Path(path), self.to_json()); return Path(path)
 
+# %% ../nbs/04_mmd.ipynb #4fa53fb7
 @patch(cls_method=True)
 def load(cls:MMDCurves, path)->MMDCurves:
     "Read a saved `MMDCurves` (a clear error naming the file if it is not one)."
@@ -225,6 +235,7 @@ def expert_magnitudes(traj:ExpertTrajectory, layouts:dict, samples:str='rows', k
     return {m: [update_magnitude(traj[m][t-1], traj[m][t], layouts[m], samples, kernel, unbiased)
                 for t in range(1, traj.epochs + 1)] for m in MODALITIES}
 
+# %% ../nbs/04_mmd.ipynb #3381f4da
 def _experts(store:TrajectoryStore, experts:list|None)->list[int]:
     "The requested expert indices (default: all finished ones), sorted and checked."
     done = store.finished()
@@ -233,6 +244,7 @@ def _experts(store:TrajectoryStore, experts:list|None)->list[int]:
     if missing := [i for i in ex if i not in done]: raise StoreError(f"experts {missing} are not in {store.path} (finished: {done})")
     return ex
 
+# %% ../nbs/04_mmd.ipynb #15bb82d0
 def mmd_curves(store:TrajectoryStore,     # expert trajectories
                kernel:str='linear',      # 'linear' (MMD) or 'rbf' (MMD², median bandwidth)
                samples:str='rows',       # 'rows' of each tensor, or the 'flat' vector
@@ -253,6 +265,7 @@ def mmd_file(kernel:str='linear', samples:str='rows', expert_epochs:int=1, unbia
     "File name of the saved `MMDCurves` for these settings."
     return f"mmd_{kernel}{'-biased' if kernel == 'rbf' and not unbiased else ''}_{samples}_M{expert_epochs}.json"
 
+# %% ../nbs/04_mmd.ipynb #387e8823
 def _saved(path:Path, store:TrajectoryStore)->MMDCurves|None:
     "The curves saved at `path` from this store's experts (the store's identity recorded with them), else None."
     try: d = json.loads(path.read_text(encoding='utf-8'))
@@ -261,6 +274,7 @@ def _saved(path:Path, store:TrajectoryStore)->MMDCurves|None:
     try: return MMDCurves.from_json(d)
     except (TypeError, ValueError, AttributeError): return None
 
+# %% ../nbs/04_mmd.ipynb #55f3c04d
 def _reusable(path:Path, want:dict, store:TrajectoryStore)->MMDCurves|None:
     "The saved curves at `path` if they exist, load, come from this store's experts and were made with exactly `want` (windows re-derived from the ratio)."
     if not path.exists() or (c := _saved(path, store)) is None: return None
@@ -268,6 +282,7 @@ def _reusable(path:Path, want:dict, store:TrajectoryStore)->MMDCurves|None:
     R_V, R_L, med = windows_from_ratio(c.ratio, c.epochs, c.expert_epochs)
     return c if (R_V, R_L, med) == (c.R_V, c.R_L, c.median) else None
 
+# %% ../nbs/04_mmd.ipynb #034b820e
 def _saved_magnitudes(store:TrajectoryStore, want:dict)->dict|None:
     "Per-expert curves saved for the same settings and experts under another M (the curves do not depend on M)."
     for p in sorted(store.path.glob(mmd_file(want['kernel'], want['samples'], '*', want['unbiased']))):

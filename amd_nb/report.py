@@ -29,6 +29,7 @@ __all__ = ['STAGES', 'Stages', 'DemoRun', 'demo_folder', 'metrics_summary', 'ali
 # %% ../nbs/09b_report.ipynb #7e9bba4b
 STAGES = ('experts', 'windows', 'prototypes', 'distill', 'evaluate', 'report')
 
+# %% ../nbs/09b_report.ipynb #c2d53f7f
 class Stages:
     "Run named stages in order, skipping finished ones; their timings persist in the run's `stages.json`."
     def __init__(self, layout:RunLayout, say=print):
@@ -87,27 +88,33 @@ def demo_folder(
 # %% ../nbs/09b_report.ipynb #7512bdac
 def _store(run:DemoRun)->TrajectoryStore: return TrajectoryStore(run.layout.experts)
 
+# %% ../nbs/09b_report.ipynb #6787693e
 def _experts_done(run:DemoRun)->bool:
     "Are all experts there (and do their files open)? Experts of other settings are a `StoreError`."
     if not (run.layout.experts/'manifest.json').exists(): return False
     store = _store(run).check_config(run.cfg)
     return len(store) >= run.cfg.expert.n_experts and not store.damaged(full=False)
 
+# %% ../nbs/09b_report.ipynb #738a9ca8
 def _windows(run:DemoRun):
     dc = run.cfg.distill
     return mmd_windows(_store(run), dc.expert_epochs, kernel=dc.mmd_kernel, samples=dc.mmd_samples)
 
+# %% ../nbs/09b_report.ipynb #f07bafc9
 def _windows_file(run:DemoRun)->Path:
     dc = run.cfg.distill
     return run.layout.experts/mmd_file(dc.mmd_kernel, dc.mmd_samples, dc.expert_epochs, dc.mmd_kernel == 'rbf')
 
+# %% ../nbs/09b_report.ipynb #14cf7d6d
 def _prototype_settings(run:DemoRun)->dict: return dict(budget=run.budget, seed=run.cfg.seed, experts=_store(run).identity)
 
+# %% ../nbs/09b_report.ipynb #0c05eb8f
 def _prototypes_done(run:DemoRun)->bool:
     "Is `prototypes.json` there, made with this run's budget, seed and experts? (Otherwise, or when damaged, it is computed again.)"
     try: return run.layout.prototypes.exists() and read_json(run.layout.prototypes).get('settings') == _prototype_settings(run)
     except RunFileError: return False
 
+# %% ../nbs/09b_report.ipynb #b71a5bab
 def _prototypes(run:DemoRun, train:EncodedSplit)->dict:
     "SPM prototypes, K-means labels, a random pick and a 2-D UMAP of the first expert's joint features."
     feats = expert_features(_store(run), train)
@@ -119,6 +126,7 @@ def _prototypes(run:DemoRun, train:EncodedSplit)->dict:
     atomic_write_json(run.layout.prototypes, res)
     return res
 
+# %% ../nbs/09b_report.ipynb #d761410c
 def _distilled(run:DemoRun, method:str)->bool:
     "Is `method`'s set distilled for this run (all its iterations)? A set made with other settings is a `SettingsChanged`."
     p, folder = run.run_dir(method)/'synthetic'/'synthetic.json', run.run_dir(method)
@@ -128,6 +136,7 @@ def _distilled(run:DemoRun, method:str)->bool:
     check_settings(meta.get('settings'), distill_settings(run.method_cfg(method), _store(run)), p, f"use a new --out or delete {folder}")
     return ((meta.get('config') or {}).get('distill') or {}).get('iterations', 0) >= run.cfg.distill.iterations
 
+# %% ../nbs/09b_report.ipynb #2ef6c9c5
 def _distill_all(run:DemoRun, train:EncodedSplit):
     for m in run.methods:
         if _distilled(run, m): continue
@@ -137,15 +146,19 @@ def _distill_all(run:DemoRun, train:EncodedSplit):
             raise KeyboardInterrupt(f"distilling {m} stopped before its {run.cfg.distill.iterations} iterations; its checkpoint "
                                     f"is in {run.run_dir(m)}: run the job again to resume")
 
+# %% ../nbs/09b_report.ipynb #b8865b4d
 def _jobs(run:DemoRun)->list: return comparison_jobs(run.rows, (run.budget,), 1)
 
+# %% ../nbs/09b_report.ipynb #06e0b54e
 def _evaluate(run:DemoRun)->dict:
     return compare(run.cfg, _store(run), run.layout, methods=run.rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)
 
+# %% ../nbs/09b_report.ipynb #6ceb8535
 def _evaluated(run:DemoRun)->bool:
     "Is every cell of this run's table there? A cell made with other settings is a `SettingsChanged`."
     return not pending_cells(run.cfg, _store(run), run.layout, _jobs(run))
 
+# %% ../nbs/09b_report.ipynb #27445e1b
 def _check_before(run:DemoRun):
     "Refuse, before any work, a budget the data cannot give and results in this folder made with other settings."
     c = run.cfg
@@ -176,6 +189,7 @@ def _alignment(run:DemoRun, train:EncodedSplit)->dict:
                   'distilled': Distiller(c, _store(run), train, run.run_dir(m), progress=False).probe()}
     return out
 
+# %% ../nbs/09b_report.ipynb #5d6be1c8
 def alignment_table_html(alignment:dict)->str:
     "The probes of `_alignment` as an HTML table: per method and set, the cosine and the matching loss per modality."
     head = ('<tr><th>method</th><th>set</th><th>image cos</th><th>image loss</th><th>text cos</th><th>text loss</th>'
@@ -191,6 +205,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th:first-child,td:first-child{text-align:left}.note{color:#555;font-size:.9em}
 h2{margin-top:2em;border-bottom:1px solid #ddd}code{background:#f4f4f4;padding:0 .2em}"""
 
+# %% ../nbs/09b_report.ipynb #745b6be1
 def metrics_table_html(metrics:dict, keys=TABLE_METRICS)->str:
     "The methods of a `metrics.json` as an HTML table of mean ± std."
     head = '<tr><th>method</th>' + ''.join(f"<th>{k}</th>" for k in keys) + '<th>models</th></tr>'
@@ -198,6 +213,7 @@ def metrics_table_html(metrics:dict, keys=TABLE_METRICS)->str:
             for m, r in metrics['methods'].items()]
     return f"<table>{head}{''.join(rows)}</table>"
 
+# %% ../nbs/09b_report.ipynb #216e4633
 def report_html(title:str,            # page title
                 intro:str,            # HTML under the title (settings, reproduce command)
                 sections:list,        # (heading, sentence, figure or HTML string) in order
@@ -218,12 +234,15 @@ def report_html(title:str,            # page title
 def _log(path:Path)->list[dict]:
     return [json.loads(l) for l in (path/'log.jsonl').read_text().splitlines() if l.strip()] if (path/'log.jsonl').exists() else []
 
+# %% ../nbs/09b_report.ipynb #f9fc01a8
 def _captions(split:EncodedSplit)->list[str]: return [c[0] for c in split.pairs.captions]
 
+# %% ../nbs/09b_report.ipynb #8c78e24e
 def _sampler_windows(run:DemoRun, method:str, syn:SyntheticSet)->tuple|None:
     "The start-epoch windows of the sampler `method` ran with (`None` for a synchronous sampler), read from the sampler registry."
     return SAMPLERS[syn.meta['sampler']].from_config(run.method_cfg(method).distill, _store(run)).windows
 
+# %% ../nbs/09b_report.ipynb #0468f49a
 def _intro(run:DemoRun, metrics:dict)->str:
     s = run.cfg; t = metrics['timings']
     chance = 100 * 10 / metrics.get('test_images', 1)
@@ -234,6 +253,7 @@ def _intro(run:DemoRun, metrics:dict)->str:
             f"<p class='note'>Stage seconds: {', '.join(f'{k} {v}' for k, v in t.items())}. "
             f"Chance R@10 on the {metrics.get('test_images', '?')} test images: {chance:.1f}%.</p>")
 
+# %% ../nbs/09b_report.ipynb #63131c9e
 def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
     "(heading, sentence, figure/HTML) of every section of the report."
     curves, proto = _windows(run), json.loads(run.layout.prototypes.read_text())
@@ -264,6 +284,7 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
                      viz.run_figure(logs[m])))
     return secs
 
+# %% ../nbs/09b_report.ipynb #a88ea904
 def write_report(run:DemoRun, metrics:dict, train:EncodedSplit)->Path:
     "Write `out/report.html` for a finished run; return its path."
     page = report_html(f"AMD on {run.cfg.data.source}: B = {run.budget}", _intro(run, metrics), report_sections(run, metrics, train))
@@ -275,6 +296,7 @@ def run_demo(run:DemoRun)->dict:
     "Run (or resume) the main job described by `run`, holding its folder's lock; write `metrics.json` and `report.html`; return the metrics."
     with run.layout.lock(): return _run_demo(run)
 
+# %% ../nbs/09b_report.ipynb #27f8da6e
 def _run_demo(run:DemoRun)->dict:
     _check_before(run)
     st, c, L = Stages(run.layout, run.say), run.cfg, run.layout

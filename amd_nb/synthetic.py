@@ -24,6 +24,7 @@ __all__ = ['SyntheticSetError', 'random_indices', 'pick_captions', 'own_captions
 class SyntheticSetError(ValueError):
     "A synthetic set is malformed, or its files are missing, corrupt or inconsistent; the message names the file."
 
+# %% ../nbs/06b_synthetic.ipynb #f013fd29
 def random_indices(
     n:int,                        # number of real training images
     budget:int,                   # B: how many to pick
@@ -67,17 +68,20 @@ def _param(x)->nn.Parameter:
     "A float32 parameter holding a detached copy of `x`."
     return nn.Parameter(torch.as_tensor(x).detach().clone().float())
 
+# %% ../nbs/06b_synthetic.ipynb #745dffb6
 def _index_buffer(x, n:int)->torch.Tensor:
     "A long [n] index buffer from `x`, or all -1 (unknown) when `x` is None."
     t = torch.full((n,), -1, dtype=torch.long) if x is None else torch.as_tensor(x).detach().clone().long().reshape(-1)
     if len(t) != n: raise SyntheticSetError(f"{len(t)} source indices for {n} synthetic pairs")
     return t
 
+# %% ../nbs/06b_synthetic.ipynb #fbd3e1ba
 def _json_meta(meta:dict)->dict:
     "`meta` as it reads back from JSON; a clear error if it is not JSON-able."
     try: return json.loads(json.dumps(meta))
     except (TypeError, ValueError) as e: raise SyntheticSetError(f"meta must be JSON-able: {e}") from None
 
+# %% ../nbs/06b_synthetic.ipynb #c25b1206
 def _check_pairs(images:torch.Tensor, text:torch.Tensor):
     "Images [B,C,H,W] and texts [B,d] with the same B ≥ 1."
     if images.dim() != 4: raise SyntheticSetError(f"images must be [B,C,H,W], got shape {tuple(images.shape)}")
@@ -93,6 +97,7 @@ def _make_sim(kind:str, n:int, rank:int, alpha:float, generator:torch.Generator|
         torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
         return similarity(kind, n, rank, alpha)
 
+# %% ../nbs/06b_synthetic.ipynb #4614c28c
 class SyntheticSet(nn.Module):
     "B synthetic image–text pairs with learnable inner learning rates and similarity targets (DESIGN 1.2)."
     def __init__(self,
@@ -123,16 +128,20 @@ class SyntheticSet(nn.Module):
         return (f"SyntheticSet(B={len(self)}, images {tuple(self.images.shape[1:])}, text {self.text.shape[1]}-d, "
                 f"sim {s['kind']!r}{r}, η_V={self.lr_image.item():.4g}, η_L={self.lr_text.item():.4g})")
 
-    def targets(self,
-                idx:torch.Tensor|None=None, # long [b]: minibatch of synthetic pairs (None: all)
-               )->torch.Tensor:             # [b,b] similarity targets
-        "The similarity targets S[idx][:, idx] of a minibatch."
-        return self.sim(idx)
+# %% ../nbs/06b_synthetic.ipynb #a5ef327d
+@patch
+def targets(self:SyntheticSet,
+            idx:torch.Tensor|None=None, # long [b]: minibatch of synthetic pairs (None: all)
+           )->torch.Tensor:             # [b,b] similarity targets
+    "The similarity targets S[idx][:, idx] of a minibatch."
+    return self.sim(idx)
 
-    def param_groups(self)->dict[str, list[nn.Parameter]]:
-        "The learnable tensors by optimiser group: images, text, lrs (η_V, η_L) and sim (may be empty)."
-        return {'images': [self.images], 'text': [self.text], 'lrs': [self.lr_image, self.lr_text],
-                'sim': list(self.sim.parameters())}
+# %% ../nbs/06b_synthetic.ipynb #d8fe7ea4
+@patch
+def param_groups(self:SyntheticSet)->dict[str, list[nn.Parameter]]:
+    "The learnable tensors by optimiser group: images, text, lrs (η_V, η_L) and sim (may be empty)."
+    return {'images': [self.images], 'text': [self.text], 'lrs': [self.lr_image, self.lr_text],
+            'sim': list(self.sim.parameters())}
 
 # %% ../nbs/06b_synthetic.ipynb #4f2667fe
 def _check_index(index, n:int)->torch.LongTensor:
@@ -143,8 +152,10 @@ def _check_index(index, n:int)->torch.LongTensor:
     if len(bad): raise DataError(f"image index {int(bad[0])} is out of range for {n} training images")
     return ix
 
+# %% ../nbs/06b_synthetic.ipynb #c1a222dc
 def _stats_list(v)->list[float]: return torch.as_tensor(v, dtype=torch.float64).reshape(-1).tolist()
 
+# %% ../nbs/06b_synthetic.ipynb #e5778e68
 @patch(cls_method=True)
 def from_real(cls:SyntheticSet,
                split:EncodedSplit,           # real training pairs
@@ -203,6 +214,7 @@ def _read_header(f:Path)->dict:
     if miss: raise SyntheticSetError(f"{f} lacks {miss}")
     return h
 
+# %% ../nbs/06b_synthetic.ipynb #45d4869d
 def _read_tensors(f:Path, h:dict)->dict[str, torch.Tensor]:
     "The tensors of a saved set, checked against its header `h`."
     if not f.exists(): raise SyntheticSetError(f"incomplete synthetic set at {f.parent} (missing {f})")
@@ -228,6 +240,7 @@ def _build(cls, t:dict, h:dict)->SyntheticSet:
     if len(out) != h['B']: raise SyntheticSetError(f"{len(out)} pairs, header says B={h['B']}")
     return out
 
+# %% ../nbs/06b_synthetic.ipynb #07c3952b
 @patch(cls_method=True)
 def load(cls:SyntheticSet,
           path, # folder written by `save` (or its synthetic.json)
@@ -248,11 +261,13 @@ def pixels(self:SyntheticSet)->torch.Tensor:
         raise SyntheticSetError("meta has no 'mean'/'std', so the images cannot be denormalised; record them in meta")
     return denormalize(self.images.detach(), self.meta['mean'], self.meta['std'])
 
+# %% ../nbs/06b_synthetic.ipynb #a7b08830
 @patch
 def initial(self:SyntheticSet, split:EncodedSplit)->SyntheticSet:
     "The real pairs this set started from (`source` images with their `source_caption` texts), as a set — the 'before' of a before/after view."
     return SyntheticSet.from_real(split, self.source, self.meta['mean'], self.meta['std'], 0., 0., caption=self.source_caption)
 
+# %% ../nbs/06b_synthetic.ipynb #248f49d4
 @patch
 def _check_space(self:SyntheticSet, split:EncodedSplit):
     "`split`'s captions must be embedded in the same space as the synthetic texts."
@@ -286,6 +301,7 @@ def _png(x:torch.Tensor, scale:int=1)->bytes:
     if scale > 1: im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     buf = io.BytesIO(); im.save(buf, 'PNG'); return buf.getvalue()
 
+# %% ../nbs/06b_synthetic.ipynb #b636514a
 @patch
 def caption_entries(self:SyntheticSet, split:EncodedSplit, k:int=3)->list[dict]:
     "One `captions.json` record per synthetic pair."
@@ -303,6 +319,7 @@ def _card(e:dict, src:str, px:int)->str:
             f"<img src='{q(src)}' alt='synthetic {e['index']}' width='{px}' height='{px}' style='image-rendering:pixelated'>"
             f"<figcaption><b>#{e['index']}</b> from real {e['source']}<ol style='margin:2px 0;padding-left:18px'>{items}</ol></figcaption></figure>")
 
+# %% ../nbs/06b_synthetic.ipynb #da697b74
 def gallery_html(
     entries:list[dict],         # `captions.json` records
     srcs:list[str]|None=None,   # image URLs (default: each record's relative `image`)
@@ -312,6 +329,7 @@ def gallery_html(
     srcs = srcs or [e['image'] for e in entries]
     return f"<div class='amd-nb-gallery'>{''.join(_card(e, s, px) for e, s in zip(entries, srcs))}</div>"
 
+# %% ../nbs/06b_synthetic.ipynb #7a42e4b1
 class Gallery(str):
     "HTML that a notebook renders (a `str` with `_repr_html_`)."
     def _repr_html_(self): return str(self)
@@ -323,6 +341,7 @@ def _page(title:str, body:str)->str:
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{t}</title></head>\n"
             f"<body><h1 style='font:18px sans-serif'>{t}</h1>\n{body}\n</body></html>\n")
 
+# %% ../nbs/06b_synthetic.ipynb #b713af3e
 @patch
 def gallery(self:SyntheticSet,
              split:EncodedSplit, # real captions to read the synthetic texts by
