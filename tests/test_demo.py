@@ -53,10 +53,15 @@ def test_rerun_skips_finished_stages(demo):
     assert json.loads((out/'stages.json').read_text()).keys() == set(STAGES)
 
 
+def _default_sigint():
+    "In the child: Ctrl-C as in a terminal. A test suite started in the background (`make test &`) inherits an ignored SIGINT."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def test_ctrl_c_then_resume(tmp_path):
     "SIGINT during distillation: exit 130 with a resume hint; the same command then finishes, keeping finished stages."
     out, args = tmp_path/'run', [*TINY, '--set', 'distill.iterations=400', '--set', 'distill.checkpoint_every=5', '--no-full']
-    p = subprocess.Popen([str(BIN/'amd-demo'), *args, '--out', str(out), '--quiet'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([str(BIN/'amd-demo'), *args, '--out', str(out), '--quiet'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_sigint)
     log = out/'comparison'/'distill'/'amd_B8_s0'/'log.jsonl'
     t0 = time.time()
     while not (log.exists() and len(log.read_text().splitlines()) >= 10):
