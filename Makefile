@@ -29,7 +29,8 @@ demo: env
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
 
 test: env browser
-	$(TEST_ENV) $(BIN)/nbdev_test --n_workers 2 --timing
+	$(TEST_ENV) $(BIN)/python scripts/run_notebook.py --check --jobs 2 nbs/[0-9]*.ipynb   # API notebooks: their tests, and saved outputs that are current
+	$(TEST_ENV) $(BIN)/nbdev_test --n_workers 2 --timing --path nbs/tutorials
 	$(TEST_ENV) $(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py
 	$(TEST_ENV) $(BIN)/python -m pytest -q -s -rs tests/test_browser.py   # prints what the browser saw (or why it skipped)
 	$(TEST_ENV) $(BIN)/python scripts/check_docs.py
