@@ -29,11 +29,7 @@ demo: env
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
 
 test: env browser
-	$(TEST_ENV) $(BIN)/python scripts/run_notebook.py --check --jobs 2 nbs/[0-9]*.ipynb   # API notebooks: their tests, and saved outputs that are current
-	$(TEST_ENV) $(BIN)/nbdev_test --n_workers 2 --timing --path nbs/tutorials
-	$(TEST_ENV) $(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py
-	$(TEST_ENV) $(BIN)/python -m pytest -q -s -rs tests/test_browser.py   # prints what the browser saw (or why it skipped)
-	$(TEST_ENV) $(BIN)/python scripts/check_docs.py
+	$(TEST_ENV) scripts/run_tests.sh $(BIN)   # every stage runs, even after one fails; a summary at the end
 
 # The browser test (tests/test_browser.py) drives Debian's Chromium with Playwright (installed into the venv by
 # `env`, from settings.ini's dev requirements). Install Chromium when it is missing and this user may (root, or
