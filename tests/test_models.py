@@ -96,10 +96,12 @@ def test_register_tiny_tower():
 def test_efficientnet_lite0_pretrained_offline():
     t = image_tower('efficientnet_lite0', 16, 64, ModelConfig(pretrained=True))
     sd = torch.load(efficientnet_lite0_weights(), map_location='cpu', weights_only=True)
-    for k in ['_conv_stem.weight', '_blocks.5._depthwise_conv.weight', '_bn1.running_var']:
-        assert torch.equal(t.backbone.state_dict()[k], sd[k]), k
+    ours = t.backbone.state_dict()   # the same weights, regrouped into stages (stem, stage1..7, head)
+    for k, r in [('stem.0.weight', '_conv_stem.weight'), ('stage4.0._depthwise_conv.weight', '_blocks.5._depthwise_conv.weight'),
+                 ('stage7.0._project_conv.weight', '_blocks.15._project_conv.weight'), ('head.1.running_var', '_bn1.running_var')]:
+        assert torch.equal(ours[k], sd[r]), k
+    assert sum(v.numel() for v in ours.values()) == sum(v.numel() for k, v in sd.items() if not k.startswith('_fc'))
     assert t.mean == EFFNET_LITE_MEAN and t.feat_dim == 1280
-    assert not any(k.startswith('_fc') for k in t.backbone.state_dict())
     t.eval()
     with torch.no_grad(): y = t(torch.randn(2, 3, 64, 64))
     assert y.shape == (2, 16) and torch.isfinite(y).all()
