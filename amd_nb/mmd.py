@@ -137,13 +137,19 @@ def update_magnitude(prev:Tensor,          # flat parameters of one modality at 
 # %% ../nbs/04_mmd.ipynb #131d8acf
 RULES = ('intent', 'literal')   # how windows follow from the ratio: the paper's stated intent, or its formula
 
-def _crossing(above:Tensor)->tuple[int, int]|None:
-    "(c, e), 1-based: the first transition on the other side of the median from the first, and the end of the stretch it starts (None: no crossing)."
-    flips = (above != above[0]).nonzero().flatten()
-    if len(flips) == 0: return None
-    c = int(flips[0])
-    back = (above[c:] != above[c]).nonzero().flatten()
-    return c + 1, c + (int(back[0]) if len(back) else len(above) - c)
+def _slope(r:Tensor)->float:
+    "The least-squares slope of `r` against t = 1..len(r)."
+    t = torch.arange(1, len(r) + 1, dtype=torch.float64)
+    return float(((t - t.mean()) * (r - r.mean())).sum())
+
+def _crossing(r:Tensor, med:float, up:bool, rtol:float)->tuple[int, int]|None:
+    "(c, e), 1-based: the first t ≥ 2 where `r` crosses `med` upwards (`up`) or downwards, and the last t of the stretch it starts; None: no such crossing."
+    side = (r > med + rtol * abs(med)) if up else ~(r > med + rtol * abs(med))
+    hits = (side[1:] & ~side[:-1]).nonzero().flatten()
+    if len(hits) == 0: return None
+    c = int(hits[0]) + 1                          # 0-based index of the first t on the moving tower's side
+    back = (~side[c:]).nonzero().flatten()
+    return c + 1, c + (int(back[0]) if len(back) else len(r) - c)
 
 def windows_from_ratio(ratio:list[float],     # ratio_t = MMD_V,t / (MMD_L,t + ε), t = 1..T
                        epochs:int,            # T: transitions in the trajectory (= len(ratio))
@@ -162,9 +168,10 @@ def windows_from_ratio(ratio:list[float],     # ratio_t = MMD_V,t / (MMD_L,t + �
     clamp = lambda v: min(max(int(v), 0), hi)
     if rule == 'literal':
         return (clamp(t[above].min()) if above.any() else hi), clamp(t[~above].max()), med
-    if (ce := _crossing(above)) is None: return hi, hi, med
-    fast, slow = clamp(ce[0] - 1), clamp(ce[1])
-    return (slow, fast, med) if not above[0] else (fast, slow, med)   # starts low and rises: the text settles first
+    slope = _slope(r)
+    if abs(slope) <= rtol * float(r.abs().sum()) or (ce := _crossing(r, med, slope > 0, rtol)) is None: return hi, hi, med
+    settles, moves = clamp(ce[0] - 1), clamp(ce[1])
+    return (moves, settles, med) if slope > 0 else (settles, moves, med)   # rising: the image keeps moving, the text settles first
 
 # %% ../nbs/04_mmd.ipynb #bca6dc3d
 MAPS = ('clamp', 'cap', 'scale')   # how MMD windows are brought into a start range

@@ -155,13 +155,10 @@ def _norm(kind:str, width:int)->nn.Module:
 
 # %% ../nbs/02_models.ipynb #70cc7105
 def convnet(width:int=128, depth:int=3, norm:str='instancenorm', image_size:int=32, channels:int=3)->nn.Sequential:
-    "MTT's ConvNet backbone: `depth` x [conv3x3 -> norm -> ReLU -> avgpool2], flattened."
+    "MTT's ConvNet backbone: `depth` blocks [conv3x3 -> norm -> ReLU -> avgpool2] (its stages), flattened at the end."
     if image_size // 2**depth < 1: raise ValueError(f"image_size {image_size} is too small for a depth-{depth} ConvNet (needs >= {2**depth})")
-    layers = []
-    for i in range(depth):
-        layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), _norm(norm, width),
-                   nn.ReLU(inplace=True), nn.AvgPool2d(2)]
-    return nn.Sequential(*layers, nn.Flatten())
+    block = lambda i: [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), _norm(norm, width), nn.ReLU(inplace=True), nn.AvgPool2d(2)]
+    return nn.Sequential(OrderedDict((f'block{i + 1}', nn.Sequential(*block(i), *([nn.Flatten()] if i == depth - 1 else []))) for i in range(depth)))
 
 # %% ../nbs/02_models.ipynb #47cd74bc
 def convnet_feat_dim(width:int, depth:int, image_size:int)->int:
