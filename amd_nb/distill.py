@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_distill.ipynb #33160351
 from __future__ import annotations
-import dataclasses, hashlib, json, math, time
+import dataclasses, hashlib, json, math, os, time
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict
 from typing import NamedTuple
@@ -30,7 +30,7 @@ from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
 __all__ = ['Init', 'register_init', 'resolve_method', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError', 'Distiller',
-           'distill_settings', 'distill']
+           'distill_settings', 'distill', 'distill_parallel']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 class Init(NamedTuple):
@@ -433,3 +433,60 @@ def distill(cfg:Config,                      # run config (`distill` section, se
     "Distil the store's training data into a `SyntheticSet` with the method `cfg.distill.method`, holding `out`'s lock from the checkpoint read to the result."
     store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
     with folder_lock(out) if out is not None else nullcontext(): return Distiller(cfg, store, train, out, callbacks, progress).run()
+
+# %% ../nbs/07_distill.ipynb #7e499da9
+def _worker(cfg_dict:dict, store:str, out:str, threads:int, conn):
+    "A worker process's distillation; what became of it goes back on `conn` (None, or the error's module, class and message)."
+    try:
+        torch.set_num_threads(threads)
+        distill(Config.from_dict(cfg_dict), store, out, progress=False); conn.send(None)
+    except KeyboardInterrupt: conn.send(('builtins', 'KeyboardInterrupt', ''))
+    except BaseException as e: conn.send((type(e).__module__, type(e).__qualname__, str(e)))
+
+def _raised(what:tuple, method:str)->BaseException:
+    "The exception a worker reported, as its own type where that can be rebuilt from a message."
+    import importlib
+    mod, name, msg = what
+    try: cls = getattr(importlib.import_module(mod), name); return cls(f"{method}: {msg}")
+    except Exception: return DistillError(f"{method}: {name}: {msg}")
+
+# %% ../nbs/07_distill.ipynb #0ac6db82
+def _done_iterations(out:Path)->int:
+    "Iterations a worker's `log.jsonl` records so far (its progress)."
+    try:
+        with open(out/'log.jsonl', 'rb') as f: return sum(1 for _ in f)
+    except OSError: return 0
+
+def distill_parallel(jobs:list,                    # (cfg, out folder) per distillation
+                     store:TrajectoryStore|str|Path, # the expert trajectories they all match
+                     workers:int=2,                # processes at once
+                     threads:int=1,                # torch threads of each
+                     progress:bool=True,           # one bar over all their iterations
+                    )->list[Path]:                 # the out folders, each holding its `synthetic/`
+    "Run `distill(cfg, store, out)` for every job in `workers` processes at once; Ctrl-C and errors stop all of them."
+    import multiprocessing as mp, signal
+    store, ctx = str(store.path if isinstance(store, TrajectoryStore) else store), mp.get_context('spawn')
+    todo, running, outs = list(jobs), {}, [Path(o) for _, o in jobs]
+    names = ' + '.join(c.distill.method for c, _ in jobs)
+    bar = tqdm(total=sum(c.distill.iterations for c, _ in jobs), desc=f"distill {names}", disable=not progress, dynamic_ncols=True)
+    def stop_all():
+        for p in running:
+            if p.is_alive(): os.kill(p.pid, signal.SIGINT)
+        for p in running: p.join(timeout=120)
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                cfg, out = todo.pop(0); recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_worker, args=(cfg.to_dict(), store, str(out), threads, send), daemon=True)
+                p.start(); send.close(); running[p] = (recv, cfg.distill.method)
+            for p, (recv, method) in list(running.items()):
+                if p.is_alive() and not recv.poll(): continue
+                what = recv.recv() if recv.poll(5) else ('builtins', 'RuntimeError', f"the worker died (exit status {p.exitcode})")
+                p.join(); del running[p]
+                if what is not None:
+                    stop_all(); raise _raised(what, method)
+            bar.n = sum(_done_iterations(o) for o in outs); bar.refresh()
+            time.sleep(0.2)
+    except KeyboardInterrupt: stop_all(); raise
+    finally: bar.close()
+    return outs

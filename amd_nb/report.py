@@ -17,7 +17,7 @@ from .checks import check_settings, flat_settings
 from .mmd import MMDCurves, mmd_windows, mmd_file, map_windows
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
-from .distill import distill, distill_settings
+from .distill import distill, distill_parallel, distill_settings
 from .evaluate import METRICS, TABLE_METRICS, check_budget, compare, comparison_jobs, markdown_table, pending_cells, write_tables
 from .registry import SAMPLERS
 from . import viz
@@ -63,6 +63,7 @@ class DemoRun:
     progress: bool = True                     # progress bars
     say: object = print                       # where stage headings go
     callbacks: tuple = ()                     # distillation callbacks, e.g. `(viz.Dashboard(),)`
+    workers: int|None = None                  # distillations at once, in worker processes (None: as many as the cores allow at this process's torch threads; 1 with callbacks, which live in this process)
     def __post_init__(self): self.out = Path(self.out)
     @property
     def budget(self)->int: return self.cfg.distill.budget
@@ -137,9 +138,20 @@ def _distilled(run:DemoRun, method:str)->bool:
     return ((meta.get('config') or {}).get('distill') or {}).get('iterations', 0) >= run.cfg.distill.iterations
 
 # %% ../nbs/09b_report.ipynb #2ef6c9c5
+def _workers(run:DemoRun, n:int)->int:
+    "How many of `n` distillations run at once."
+    import torch
+    if run.callbacks or n < 2: return 1
+    return max(1, min(n, run.workers or (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)))
+
 def _distill_all(run:DemoRun, train:EncodedSplit):
-    for m in run.methods:
-        if _distilled(run, m): continue
+    todo = [m for m in run.methods if not _distilled(run, m)]
+    if (k := _workers(run, len(todo))) > 1:
+        import torch
+        run.say(f"      distilling {', '.join(todo)} in {k} processes at once (B={run.budget}, {run.cfg.distill.iterations} iterations each)")
+        distill_parallel([(run.method_cfg(m), run.run_dir(m)) for m in todo], _store(run), k, max(torch.get_num_threads() // k, 1), run.progress)
+        return
+    for m in todo:
         run.say(f"      distilling {m} (B={run.budget}, {run.cfg.distill.iterations} iterations)")
         distill(run.method_cfg(m), _store(run), run.run_dir(m), train, callbacks=list(run.callbacks), progress=run.progress)
         if not _distilled(run, m):   # a callback (the dashboard's Stop) ended it early: stop the job as Ctrl-C would

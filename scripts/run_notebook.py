@@ -1,6 +1,6 @@
 """Execute notebooks and save their outputs (the way the docs site shows them), or check that the saved ones are current.
 
-    python scripts/run_notebook.py nbs/09_viz.ipynb [more.ipynb ...]     # refresh: run and save the outputs (and their record)
+    python scripts/run_notebook.py [--jobs 2] nbs/09_viz.ipynb [more.ipynb ...]   # refresh: run and save the outputs (and their record)
     python scripts/run_notebook.py --check [--jobs 2] nbs/0*.ipynb nbs/1*.ipynb   # test: run, fail on errors or stale outputs
     python scripts/run_notebook.py --real nbs/tutorials/01_quickstart.ipynb       # refresh a tutorial from the real run (no IN_TEST)
 
@@ -237,7 +237,14 @@ def main(argv):
         for f, p in bad: print(f"\n{f}:\n  " + '\n  '.join(p) + f"\n  (refresh with: python scripts/run_notebook.py {f})", file=sys.stderr)
         return 1 if bad else 0
     test = argv[:1] != ['--real']
-    for f in argv[0 if test else 1:]: run(Path(f), test)
-    return 0
+    argv, jobs = argv[0 if test else 1:], 1
+    if argv[:1] == ['--jobs']: jobs, argv = int(argv[1]), argv[2:]
+    if len(argv) == 1: run(Path(argv[0]), test); return 0
+    def one(f):   # each notebook in a fresh interpreter, as the check runs it (module state must not leak between notebooks)
+        r = subprocess.run([sys.executable, __file__, *([] if test else ['--real']), f], capture_output=True, text=True)
+        print(r.stdout.strip() or f"{f}: FAILED\n{r.stderr[-3000:]}", flush=True)
+        return r.returncode
+    with ThreadPoolExecutor(jobs) as ex: codes = list(ex.map(one, argv))
+    return 1 if any(codes) else 0
 
 if __name__ == '__main__': sys.exit(main(sys.argv[1:]))
