@@ -6,6 +6,7 @@ modules and stays outside this repository. Compared here: the logits, the low-ra
 weighted BCE, the matching loss, the minibatch walk, and the whole TESLA meta-gradient (data, S and η gradients, the
 reported loss) with merged branches off and on. Large tensors are compared by their norm and two seeded random
 projections, small ones value by value. `python tests/test_reference.py` prints the largest error of each component.
+Last, the GPU presets build the reference's student (whole NFNet-l0 trainable, no image head) and run a step on a CPU.
 """
 import hashlib, json
 from pathlib import Path
@@ -218,6 +219,25 @@ def test_no_minibatch_repeats_a_pair():
     for n, size in ((99, 32), (100, 50), (99, 20)):
         for _ in range(200):
             for b in minibatches(n, size, 8, g): assert len(b.unique()) == size, (n, size)
+
+# ---------------------------------------------------------------- the GPU presets build the reference's student
+
+def test_gpu_presets_build_the_reference_student():
+    "`flickr30k`/`coco` (untrained NFNet-l0, 32 px): the whole trunk trains, no image head, text head 768 → 2304 with dropout 0.1; a student step runs."
+    from amd_nb.config import get_preset
+    from amd_nb.models import build_dual_encoder
+    cfgs = [get_preset(p).override({'model.pretrained': False}) for p in ('flickr30k', 'coco')]
+    assert cfgs[0].model == cfgs[1].model
+    torch.manual_seed(0)
+    model = build_dual_encoder(cfgs[0].model, 768, 32)
+    assert isinstance(model.image.head, nn.Identity) and model.image.embed_dim == model.text.embed_dim == 2304
+    assert (model.text.proj.in_features, model.text.proj.out_features, model.text.drop.p) == (768, 2304, 0.1)
+    st = Student(model, WeightedBCE(cfgs[0].distill.wbce_scale))
+    assert not st.frozen and st.layouts['image'].numel == sum(p.numel() for p in model.image.backbone.parameters()) > 30_000_000
+    assert st.layouts['text'].numel == sum(p.numel() for p in model.text.parameters())
+    theta = {m: st.layouts[m].flatten(getattr(model, m)) for m in ('image', 'text')}
+    gs, _ = st.grads(theta, torch.randn(4, 3, 32, 32), torch.randn(4, 768), torch.eye(4))
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in gs.values())
 
 if __name__ == '__main__':
     for k, v in all_errors().items(): print(f"{k:55s} {v:.2e}")
