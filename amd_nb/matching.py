@@ -4,6 +4,7 @@
 
 # %% ../nbs/06_matching.ipynb #0f58fd8d
 from __future__ import annotations
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 import torch
@@ -174,21 +175,25 @@ class SynLeaves:
 
 # %% ../nbs/06_matching.ipynb #8c87bca9
 def minibatches(n:int, size:int, steps:int, g:torch.Generator)->list[torch.Tensor]:
-    "`steps` index sets of `size` (≤ n) drawn by walking through seeded permutations of range(n)."
-    size, out, pool = min(size, n), [], torch.empty(0, dtype=torch.long)
+    "`steps` index sets of `size` (≤ n), consecutive slices of seeded permutations of range(n); a slice that does not fit starts a new one."
+    size, out, perm, at = min(size, n), [], torch.randperm(n, generator=g), 0
     for _ in range(steps):
-        if len(pool) < size: pool = torch.cat([pool, torch.randperm(n, generator=g)])
-        out.append(pool[:size]); pool = pool[size:]
+        if at + size > n: perm, at = torch.randperm(n, generator=g), 0   # leftovers dropped
+        out.append(perm[at:at + size]); at += size
     return out
 
 # %% ../nbs/06_matching.ipynb #d23035a0
 class MatchOutput(NamedTuple):
     "Result of one meta-gradient computation (gradients are left in the leaves' `.grad`)."
-    loss: torch.Tensor   # total matching loss (detached)
+    loss: torch.Tensor   # matching loss d_V/n_V + d_L/n_L (detached; per branch also under `merge`, as the reference reports it)
     parts: dict          # modality -> normalised distance (floats)
     cos: dict            # modality -> cosine of the student's and the expert's displacements (`alignment`)
 
 # %% ../nbs/06_matching.ipynb #7cd473f6
+def _accumulate(t:torch.Tensor, g:torch.Tensor):
+    "Add `g` to `t.grad` (set it when None)."
+    t.grad = g.reshape(t.shape) if t.grad is None else t.grad + g.reshape(t.shape)
+
 def _out(total, parts, final, seg): return MatchOutput(total.detach(), {m: float(v.detach()) for m, v in parts.items()}, alignment(final, seg))
 
 # %% ../nbs/06_matching.ipynb #65976db5
@@ -200,36 +205,42 @@ def unroll(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:b
         loss = student.loss(theta, x, e, t)
         gs = torch.autograd.grad(loss, [theta[m] for m in MODALITIES], create_graph=True)
         theta = {m: theta[m] - leaves.lrs[m] * g for m, g in zip(MODALITIES, gs)}
-    total, parts = matching_loss(theta, seg, merge)
-    total.backward(inputs=[*leaves.data_leaves, *leaves.lrs.values()])
-    return _out(total, parts, theta, seg)
+    data_loss, parts = matching_loss(theta, seg, merge)
+    branch_loss, lrs = parts['image'] + parts['text'], list(leaves.lrs.values())   # η and the report: per branch (see `merge`)
+    if merge:
+        for t, g in zip(lrs, torch.autograd.grad(branch_loss, lrs, retain_graph=True)): _accumulate(t, g)
+        data_loss.backward(inputs=leaves.data_leaves)
+    else: branch_loss.backward(inputs=[*leaves.data_leaves, *lrs])
+    return _out(branch_loss, parts, theta, seg)
 
 # %% ../nbs/06_matching.ipynb #6223973f
 def _rng_devices(x:torch.Tensor)->list: return [x.device] if x.is_cuda else []
 
 # %% ../nbs/06_matching.ipynb #841d377f
-def tesla(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bool=False)->MatchOutput:
+def tesla(student:Student, leaves:SynLeaves, seg:Segment, batches:list, merge:bool=False,
+          replay_dropout:bool=True, # pass 2 sees pass 1's dropout masks, so it differentiates the same g_k (False: fresh masks, as the LoRS reference)
+         )->MatchOutput:
     "Constant-memory meta-gradient (TESLA): two passes over the inner steps; see the notes above for what it drops."
     eta = {m: leaves.lrs[m].detach() for m in MODALITIES}
-    with torch.random.fork_rng(devices=_rng_devices(leaves.images)):    # pass 2 replays the same random state
+    with torch.random.fork_rng(devices=_rng_devices(leaves.images)) if replay_dropout else nullcontext():   # pass 2 replays pass 1's random state
         theta = {m: seg.start[m].detach().clone() for m in MODALITIES}
         gsum = {m: torch.zeros_like(theta[m]) for m in MODALITIES}
         for idx in batches:
             gs, _ = student.grads(theta, *leaves.batch(idx, detach=True))
             for m in MODALITIES: gsum[m] += gs[m]; theta[m] = theta[m] - eta[m] * gs[m]
     final = {m: theta[m].requires_grad_(True) for m in MODALITIES}
-    total, parts = matching_loss(final, seg, merge)
-    v = dict(zip(MODALITIES, torch.autograd.grad(total, [final[m] for m in MODALITIES])))
-    for m in MODALITIES:
-        glr = -(v[m] * gsum[m]).sum()
-        leaves.lrs[m].grad = glr.reshape(leaves.lrs[m].shape) if leaves.lrs[m].grad is None else leaves.lrs[m].grad + glr
+    data_loss, parts = matching_loss(final, seg, merge)
+    branch_loss, fs = parts['image'] + parts['text'], [final[m] for m in MODALITIES]   # η and the report: per branch (see `merge`)
+    v_lr = dict(zip(MODALITIES, torch.autograd.grad(branch_loss, fs, retain_graph=merge)))
+    v = dict(zip(MODALITIES, torch.autograd.grad(data_loss, fs))) if merge else v_lr
+    for m in MODALITIES: _accumulate(leaves.lrs[m], -(v_lr[m] * gsum[m]).sum())
     theta = {m: seg.start[m].detach().clone() for m in MODALITIES}
     for idx in batches:
         gs, _ = student.grads(theta, *leaves.batch(idx), create_graph=True)
         surrogate = sum(-(eta[m] * (gs[m] * v[m]).sum()) for m in MODALITIES)
         surrogate.backward(inputs=leaves.data_leaves)
         theta = {m: theta[m] - eta[m] * gs[m].detach() for m in MODALITIES}
-    return _out(total, parts, final, seg)
+    return _out(branch_loss, parts, final, seg)
 
 # %% ../nbs/06_matching.ipynb #4ea7431c
 ENGINES.register('unroll', unroll); ENGINES.register('tesla', tesla)
@@ -263,11 +274,11 @@ def toy_problem(seed:int=0, n:int=6, steps:int=3, lr:float=0.05, frozen:bool=Fal
     return st, leaves, seg, batches
 
 # %% ../nbs/06_matching.ipynb #f1c8f83c
-def meta_grads(engine:str, problem)->dict:
-    "Run `engine` on a fresh `problem` and return the loss and the gradients of every leaf."
+def meta_grads(engine:str, problem, **kwargs)->dict:
+    "Run `engine` (with `kwargs`: `merge`, …) on a fresh `problem` and return the loss and the gradients of every leaf."
     st, leaves, seg, batches = problem
     for t in [*leaves.data_leaves, *leaves.lrs.values()]: t.grad = None
-    out = meta_engine(engine)(st, leaves, seg, batches)
+    out = meta_engine(engine)(st, leaves, seg, batches, **kwargs)
     g = {'images': leaves.images.grad.clone(), 'text': leaves.text.grad.clone(), **{f"lr_{m}": leaves.lrs[m].grad.clone() for m in MODALITIES}}
     for i, p in enumerate(leaves.extra): g[f"sim{i}"] = p.grad.clone()
     return {'loss': out.loss, **g}
