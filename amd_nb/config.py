@@ -11,9 +11,10 @@ from fastcore.basics import patch, patch_to
 from .registry import Registry, TOWERS, TEXT_ENCODERS, LOSSES, SIMILARITIES, SAMPLERS, ENGINES, INITS, METHODS
 
 # %% auto #0
-__all__ = ['pos', 'nonneg', 'PRESETS', 'SMALL_MACHINE', 'ConfigError', 'field_meta', 'opt', 'choice', 'named', 'validate',
-           'DataConfig', 'ModelConfig', 'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config', 'get_preset',
-           'load_config', 'resolve_device', 'default_cache_dir', 'default_threads', 'set_threads']
+__all__ = ['pos', 'nonneg', 'PRESETS', 'PRESET_NOTES', 'SMALL_MACHINE', 'ConfigError', 'field_meta', 'opt', 'choice', 'named',
+           'validate', 'DataConfig', 'ModelConfig', 'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config',
+           'get_preset', 'regime', 'load_config', 'resolve_device', 'default_cache_dir', 'default_threads',
+           'set_threads']
 
 # %% ../nbs/00_config.ipynb #bb76e4f2
 class ConfigError(ValueError):
@@ -298,11 +299,29 @@ PRESETS = {
                               merge_branches=True, engine='tesla', wbce_scale=1.0, clamp_pixels=False, text_norm='free')),
 }
 
+# %% ../nbs/00_config.ipynb #ee2b4d8e
+PRESET_NOTES = {   # why each preset is what it is, in one sentence (the demo's report prints it under the regime)
+    'tiny': "Seconds, for tests: a small ConvNet on a few dozen emoji, nothing to learn from the numbers.",
+    'demo': "The regime the CPU demo runs, chosen on the emoji val split (see nbs/00_config.ipynb).",
+    'flickr30k': "The published setting (LoRS's 100-pair Flickr30k script), for a GPU.",
+    'coco': "The published setting (LoRS's 100-pair COCO script), for a GPU.",
+}
+
 # %% ../nbs/00_config.ipynb #e3eb0c60
 def get_preset(name:str)->Config:
     "A fresh `Config` for the named preset."
     if name not in PRESETS: raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return Config.from_dict(copy.deepcopy(PRESETS[name]))
+
+# %% ../nbs/00_config.ipynb #4e706286
+def regime(m:ModelConfig)->str:
+    "The training regime of a model config in words: which parts of the image tower train beside the text head."
+    if not m.freeze_backbone:
+        return (f"the whole {m.image_tower} trains, its pooled feature is the image embedding (the reference regime), beside a text head"
+                if not m.image_head else f"the whole {m.image_tower} trains with an image head, beside a text head")
+    if not m.train_stages: return f"heads over a frozen {m.image_tower} and the frozen text encoder (symmetric)"
+    return (f"the last {m.train_stages} stage{'s' * (m.train_stages > 1)} of {m.image_tower} train with its head, "
+            f"the text side is a head over the frozen encoder (asymmetric)")
 
 # %% ../nbs/00_config.ipynb #85b16cbf
 _FORMATS = {'.yaml': 'YAML', '.yml': 'YAML', '.json': 'JSON', '.toml': 'TOML'}

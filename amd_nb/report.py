@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import plotly.io as pio
 
-from .config import Config
+from .config import Config, PRESET_NOTES, regime
 from .data import EncodedSplit, load_pairs, load_split
 from .experts import TrajectoryStore, train_experts
 from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_json
@@ -196,7 +196,7 @@ def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
     for m in run.rows:
         r = comparison['rows'][m if m == 'full' else f"{m}@{run.budget}"]
         methods[m] = {**{k: round(r['mean'][k], 3) for k in METRICS}, 'std': {k: round(r['std'][k], 3) for k in METRICS}, 'n': r['n']}
-    return dict(dataset=run.cfg.data.source, budget=run.budget, preset=run.preset, seed=run.cfg.seed, methods=methods,
+    return dict(dataset=run.cfg.data.source, budget=run.budget, preset=run.preset, regime=regime(run.cfg.model), seed=run.cfg.seed, methods=methods,
                 windows=window_summary(run.cfg.distill, windows), timings=dict(timings),
                 protocol=comparison['protocol'], config=run.cfg.to_dict())
 
@@ -276,7 +276,9 @@ def _windows_sentence(w:dict)->str:
 def _intro(run:DemoRun, metrics:dict)->str:
     s = run.cfg; t = metrics['timings']
     chance = 100 * 10 / metrics.get('test_images', 1)
-    return (f"<p>Dataset <code>{html.escape(str(s.data.source))}</code>, preset <code>{run.preset}</code>, seed {s.seed}, budget B = {run.budget} "
+    why = PRESET_NOTES.get(run.preset, '')
+    return (f"<p><b>Regime:</b> {html.escape(regime(s.model))}. {html.escape(why)}</p>"
+            f"<p>Dataset <code>{html.escape(str(s.data.source))}</code>, preset <code>{run.preset}</code>, seed {s.seed}, budget B = {run.budget} "
             f"synthetic pairs; {s.expert.n_experts} experts × {s.expert.epochs} epochs ({s.model.image_tower}); "
             f"{s.distill.iterations} distillation iterations, N = {s.distill.syn_steps}, M = {s.distill.expert_epochs}. "
             f"{_windows_sentence(metrics['windows'])}</p>"
