@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, os, re, sys, time
 from pathlib import Path
 from .config import Config, ConfigError, PRESETS, get_preset, load_config, resolve_device, set_threads
-from .io import RunLayout
+from .io import RunLayout, parse_json
 
 # %% auto #0
 __all__ = ['base_parser', 'config_from_args', 'run_layout', 'locked', 'open_store', 'store_splits', 'expected_errors', 'run_cli',
@@ -130,7 +130,7 @@ def _distill(args):
     out = layout.distill(cfg.distill.method)
     t0 = time.time()
     with locked('amd-distill', args): syn = distill(cfg, store, out, progress=not args.quiet)
-    log = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines()]
+    log = [parse_json(l, out/'log.jsonl', 'log line') for l in (out/'log.jsonl').read_text(encoding='utf-8').splitlines() if l.strip()]
     k = max(1, len(log) // 10)
     first, last = (sum(r['loss'] for r in log[s] if r['ok']) / max(1, sum(r['ok'] for r in log[s])) for s in (slice(0, k), slice(-k, None)))
     print(f"{cfg.distill.method}: {len(syn)} synthetic pairs in {out/'synthetic'} ({time.time()-t0:.1f} s); "

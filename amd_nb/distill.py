@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .experts import TrajectoryStore, StoreError
-from .io import atomic_write, atomic_write_json, folder_lock
+from .io import atomic_write, atomic_write_json, folder_lock, parse_json
 from .checks import SettingsChanged, check_finite, check_settings, flat_settings
 from safetensors import SafetensorError
 from .train import init_dual_encoder
@@ -358,11 +358,10 @@ def _read_checkpoint(path:Path)->tuple[dict, dict]:
     "(state metadata, tensors) of a checkpoint; a damaged one is a `DistillError` naming it."
     redo = f"delete {path} to start this distillation again"
     try:
-        with safe_open(str(path), framework='pt') as f:
-            meta, t = json.loads((f.metadata() or {})['state']), {k: f.get_tensor(k) for k in f.keys()}
-        if not all(k in meta for k in ('iteration', 'order', 'bad', 'method', 'history')): raise KeyError('state')
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
-        raise DistillError(f"{path} is damaged ({type(e).__name__}: {e}); {redo}") from None
+        with safe_open(str(path), framework='pt') as f: state, t = (f.metadata() or {}).get('state'), {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e: raise DistillError(f"{path} is damaged ({type(e).__name__}: {e}); {redo}") from None
+    if state is None: raise DistillError(f"{path} is damaged (its metadata has no 'state'); {redo}")
+    meta = parse_json(state, path, 'checkpoint state', redo, DistillError, 'state')
     for k, v in t.items():
         if k.startswith(('syn.', 'opt.')): check_finite(v, f"{path}: {k}", redo, error=DistillError)
     return meta, t
@@ -381,10 +380,15 @@ def load_checkpoint(self:Distiller):
         raise SettingsChanged(f"{path} is at iteration {meta['iteration']}, beyond distill.iterations {self.dc.iterations}; {redo}")
     try: self.syn.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith('syn.')})
     except RuntimeError as e: raise DistillError(f"{path} does not fit this run's synthetic set ({str(e).splitlines()[0]}); {redo}") from None
+    damaged = lambda why: DistillError(f"{path} is damaged ({why}); delete {path} to start this distillation again")
     for gi, grp in enumerate(self.opt.param_groups):
         for pi, p in enumerate(grp['params']):
-            if f"opt.{gi}.{pi}" in t: self.opt.state[p]['momentum_buffer'] = t[f"opt.{gi}.{pi}"].to(p.device)
-    self._set_rng_state({k[4:]: v for k, v in t.items() if k.startswith('rng.')})
+            if (b := t.get(f"opt.{gi}.{pi}")) is None: continue
+            if b.shape != p.shape or b.dtype != p.dtype: raise damaged(f"momentum opt.{gi}.{pi} has shape {list(b.shape)}, its parameter {list(p.shape)}")
+            self.opt.state[p]['momentum_buffer'] = b.to(p.device)
+    if bad := sorted(set(meta['order']) - set(self.store.finished())): raise damaged(f"its expert order names experts {bad} the store does not hold")
+    try: self._set_rng_state({k[4:]: v for k, v in t.items() if k.startswith('rng.')})
+    except (KeyError, RuntimeError, TypeError) as e: raise damaged(f"random generator state: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     self.iteration, self.order, self.bad, self.history = meta['iteration'], meta['order'], meta['bad'], meta['history']
 
 # %% ../nbs/07_distill.ipynb #9cd9093f

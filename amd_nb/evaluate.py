@@ -250,7 +250,7 @@ def pending_cells(cfg:Config,             # the comparison's config
     for m, b, k in jobs:
         p = layout.cell(m, b, k)
         if not p.exists(): todo.append((m, b, k)); continue
-        old = read_json(p, hint='delete it to compute this cell again').get('settings')
+        old = read_json(p, 'comparison cell', hint='delete it to compute this cell again').get('settings')
         check_settings(old, cell_settings(cfg, store, m), p, f"use a new --out or delete {layout.comparison}")
     return todo
 
@@ -282,7 +282,7 @@ def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, b
     rows = {}
     for m in methods:
         for b in ([None] if m == 'full' else budgets):
-            cells = [read_json(p, hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
+            cells = [read_json(p, 'comparison cell', hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
                      if (p := layout.cell(m, b, k)).exists()]
             if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
     ec, dc = cfg.eval, cfg.distill
