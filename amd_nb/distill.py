@@ -29,8 +29,8 @@ from .synthetic import SyntheticSet, random_indices, pick_captions
 from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
-__all__ = ['Init', 'register_init', 'resolve_method', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError', 'Distiller',
-           'distill_settings', 'distill']
+__all__ = ['Init', 'register_init', 'resolve_method', 'check_distill', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError',
+           'Distiller', 'distill_settings', 'distill']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 class Init(NamedTuple):
@@ -75,6 +75,20 @@ def resolve_method(dcfg)->Method:
     "The run's `Method`: the registered method `dcfg.method` with any part the config sets (`distill.sampler`, `loss`, `sim`, `init`) replaced."
     try: return METHODS[dcfg.method].replace(sampler=dcfg.sampler, loss=dcfg.loss, sim=dcfg.sim, init=dcfg.init).check()
     except UnknownName as e: raise ConfigError(f"distill: {e}") from None
+
+# %% ../nbs/07_distill.ipynb #8c715061
+def check_distill(dcfg,             # the `distill` section
+                  epochs:int,       # T: epochs of the experts to match
+                  budget:int|None=None, # B (default: `dcfg.budget`)
+                 ):
+    "A `ConfigError` naming the first setting of `dcfg` that experts of `epochs` epochs and a set of `budget` pairs cannot honour."
+    M, B, method = dcfg.expert_epochs, dcfg.budget if budget is None else budget, resolve_method(dcfg)
+    if M > epochs: raise ConfigError(f"distill.expert_epochs: {M} is more than the experts' {epochs} epochs")
+    if method.sampler == 'sync' and dcfg.max_start_epoch > epochs - M + 1:
+        raise ConfigError(f"distill.max_start_epoch: {dcfg.max_start_epoch} is more than the {epochs - M + 1} start epochs experts of {epochs} epochs "
+                          f"allow with distill.expert_epochs = {M} (t = 0..{epochs - M}); set it ≤ {epochs - M + 1}")
+    if dcfg.batch_syn > B:
+        raise ConfigError(f"distill.batch_syn: {dcfg.batch_syn} pairs per inner step is more than the {B} synthetic pairs of the set; set it ≤ {B}")
 
 # %% ../nbs/07_distill.ipynb #0ac5e902
 class Callback:
@@ -132,8 +146,7 @@ class Distiller:
         self.train = train if train is not None else load_split(store.data_config(cfg.data.cache_dir), 'train', progress=progress, seed=store.config.seed)
         if self.train.fingerprint() != store.manifest['fingerprint']:
             raise StoreError(f"the training data does not match the data the experts in {store.path} were trained on")
-        if self.dc.expert_epochs > store.epochs:
-            raise ConfigError(f"distill.expert_epochs: {self.dc.expert_epochs} is more than the experts' {store.epochs} epochs")
+        check_distill(self.dc, store.epochs)
         if not len(store): raise StoreError(f"{store.path} holds no finished expert")
         self.method_name, self.method = self.dc.method, resolve_method(self.dc)
         self.callbacks = ([ProgressBar()] if progress else []) + ([JSONLog(self.out/'log.jsonl')] if self.out else []) + list(callbacks)

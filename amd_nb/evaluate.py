@@ -324,6 +324,8 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
         data, seed = store.data_config(cfg.data.cache_dir), store.config.seed
         train, judge = (load_split(data, s, progress=False, seed=seed) for s in ('train', cfg.eval.split))
         budgets = _check_counts(budgets, n_syn_sets, len(train), methods)
+        from amd_nb.distill import check_distill
+        for m, b in [(m, b) for m in methods if m in METHODS for b in budgets]: check_distill(cfg.override({'distill.method': m}).distill, store.epochs, b)
         val = load_split(data, 'val', progress=False, seed=seed) if cfg.eval.select_on_val else None
         ecfg, cache = _eval_cfg(cfg, store), {}
         todo = pending_cells(cfg, store, layout, comparison_jobs(methods, budgets, n_syn_sets))   # every finished cell checked before any work

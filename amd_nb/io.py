@@ -196,7 +196,7 @@ def check_json(v,         # a JSON value
     return v
 
 # %% ../nbs/00b_io.ipynb #baedce0e
-CONFIG = Map(dict)                         # a saved `Config.to_dict()`: sections of settings
+CONFIG = {**{f"{k}?": dict for k in ('data', 'model', 'expert', 'distill', 'eval')}, 'seed?': COUNT, 'device?': str}   # a saved `Config.to_dict()`
 SETTINGS = (dict, None)                    # the flat settings a result depends on (`checks.flat_settings`); null: not recorded
 RECALLS = {k: REAL for k in ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')}   # `models.recall_at_k`
 ANY_NUMBER = Num(finite=False)             # a logged value that may be NaN or ±inf (the loss of a rejected iteration)

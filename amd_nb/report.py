@@ -17,7 +17,7 @@ from .checks import check_settings, flat_settings
 from .mmd import mmd_windows, mmd_file
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
-from .distill import distill, distill_settings
+from .distill import check_distill, distill, distill_settings
 from .evaluate import METRICS, TABLE_METRICS, check_budget, compare, comparison_jobs, markdown_table, pending_cells, write_tables
 from .registry import SAMPLERS
 from . import viz
@@ -161,7 +161,8 @@ def _evaluated(run:DemoRun)->bool:
 def _check_before(run:DemoRun):
     "Refuse, before any work, a budget the data cannot give and results in this folder made with other settings."
     c = run.cfg
-    check_budget(run.budget, len(load_pairs(c.data.source, 'train', c.data.max_captions, c.data.limit, c.seed)), 'distill.budget')
+    check_budget(run.budget, len(load_pairs(c.data.source, 'train', c.data.max_captions, c.data.limit, c.seed, cache_dir=c.data.cache_dir)), 'distill.budget')
+    for m in run.methods: check_distill(run.method_cfg(m).distill, c.expert.epochs)
     if not (run.layout.experts/'manifest.json').exists(): return
     pending_cells(c, _store(run).check_config(c), run.layout, _jobs(run))
     for m in run.methods: _distilled(run, m)
