@@ -192,7 +192,7 @@ def check_json(v,         # a JSON value
         for k, sub in s.items():
             key = k.rstrip('?')
             if key in v: check_json(v[key], sub, where(key))
-            elif not k.endswith('?'): raise SchemaMismatch(f"{at or 'the file'}: missing key {key!r}")
+            elif not k.endswith('?'): raise SchemaMismatch(f"{at + ': ' if at else ''}missing key {key!r}")
     return v
 
 # %% ../nbs/00b_io.ipynb #baedce0e
