@@ -13,10 +13,10 @@ try: import fcntl
 except ImportError: fcntl = None   # not on Windows: folders are not locked there
 
 # %% auto #0
-__all__ = ['MAX_JSON_DEPTH', 'MAX_JSON_DIGITS', 'COUNT', 'SECONDS', 'REAL', 'CONFIG', 'SETTINGS', 'RECALLS', 'ANY_NUMBER',
-           'LOG_LINE', 'RUN_FILES', 'RunFileError', 'WriteError', 'atomic_write', 'atomic_write_json', 'slug',
-           'RunLayout', 'BadJSON', 'json_depth', 'loads', 'SchemaMismatch', 'Num', 'Map', 'check_json', 'checked',
-           'parse_json', 'read_json', 'FolderLocked', 'remove_stale_temp', 'folder_lock']
+__all__ = ['MAX_JSON_DEPTH', 'COUNT', 'SECONDS', 'REAL', 'CONFIG', 'SETTINGS', 'RECALLS', 'ANY_NUMBER', 'LOG_LINE', 'RUN_FILES',
+           'RunFileError', 'WriteError', 'atomic_write', 'atomic_write_json', 'slug', 'RunLayout', 'BadJSON',
+           'json_depth', 'loads', 'SchemaMismatch', 'Num', 'Map', 'check_json', 'checked', 'parse_json', 'read_json',
+           'FolderLocked', 'remove_stale_temp', 'folder_lock']
 
 # %% ../nbs/00b_io.ipynb #68d45f7b
 class RunFileError(ValueError):
@@ -95,31 +95,26 @@ class RunLayout:
 
 # %% ../nbs/00b_io.ipynb #fb4cc44c
 MAX_JSON_DEPTH = 64    # deepest nesting of lists/objects a JSON file may have (amd_nb's own files nest ≤ 6 levels, annotation files ≤ 4)
-MAX_JSON_DIGITS = 40   # longest integer literal (run files hold counts, seeds and sizes, all below 2**63: 19 digits)
 
 class BadJSON(ValueError):
     "JSON text that cannot be read safely (malformed, nested too deeply, an integer too long); the message says why, the caller names the file."
 
-def _int(s:str)->int:
-    "An integer literal of at most `MAX_JSON_DIGITS` digits."
-    if (n := len(s.lstrip('-'))) > MAX_JSON_DIGITS: raise BadJSON(f"an integer of {n} digits (at most {MAX_JSON_DIGITS})")
-    return int(s)
-
 def json_depth(v)->int:
     "How deeply lists and objects nest in the JSON value `v` (a scalar: 0), counted without recursion."
-    depth, todo = 0, [(v, 1)]
+    depth, todo = 0, [(v, 1)] if isinstance(v, (list, dict)) else []
     while todo:
-        x, k = todo.pop()
-        if isinstance(x, (list, dict)):
-            depth = max(depth, k)
-            todo.extend((y, k + 1) for y in (x.values() if isinstance(x, dict) else x))
+        x, k = todo.pop(); depth = max(depth, k)
+        todo += [(y, k + 1) for y in (x.values() if isinstance(x, dict) else x) if isinstance(y, (list, dict))]
     return depth
 
 def loads(text:str|bytes)->object:
-    "The JSON value of `text`; a `BadJSON` when it is malformed, nested deeper than `MAX_JSON_DEPTH` or holds an integer longer than `MAX_JSON_DIGITS` digits."
-    try: v = json.loads(text, parse_int=_int)
+    "The JSON value of `text`; a `BadJSON` when it is malformed, nested deeper than `MAX_JSON_DEPTH` or holds an integer too long for Python to read."
+    try: v = json.loads(text)
     except json.JSONDecodeError as e: raise BadJSON(str(e)) from None
     except RecursionError: raise BadJSON(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:        # Python converts integers of at most sys.get_int_max_str_digits() digits (4300)
+        n = re.search(r'value has (\d+) digits', str(e))
+        raise BadJSON(f"an integer of {n[1] if n else 'too many'} digits (at most {sys.get_int_max_str_digits()})") from None
     if (k := json_depth(v)) > MAX_JSON_DEPTH: raise BadJSON(f"nested {k} levels deep (at most {MAX_JSON_DEPTH})")
     return v
 
@@ -169,8 +164,8 @@ def _fits(v, s)->bool:
     if s is object: return True
     if isinstance(s, tuple): return any(_fits(v, a) for a in s)
     if isinstance(s, Num):
-        return (isinstance(v, (int, float)) and not isinstance(v, bool) and (not math.isfinite(v) and not s.finite or s.lo <= v <= s.hi)
-                and (not s.whole or isinstance(v, int)))
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and (not s.whole or isinstance(v, int))
+                and (s.lo <= v <= s.hi if math.isfinite(v) else not s.finite))
     if isinstance(s, list): return isinstance(v, list)
     if isinstance(s, (dict, Map)): return isinstance(v, dict)
     return isinstance(v, s) and not (s is not bool and isinstance(v, bool))
