@@ -216,8 +216,6 @@ RUN_FILES = {
                         'settings?': SETTINGS, 'runs': [RECALLS], 'mean': RECALLS, 'std': RECALLS, 'n': COUNT, 'seconds': SECONDS},
     'prototypes.json': {'spm': [COUNT], 'labels': [COUNT], 'random': [COUNT], 'spm_seconds': SECONDS,   # report: SPM + UMAP
                         'n': COUNT, 'settings': dict, 'umap?': [[REAL]], 'umap_seconds?': SECONDS},
-    'mmd curves': {'format': str, 'store?': str},                                        # mmd: `MMDCurves.from_json` checks the rest
-    'comparison.json': {'rows': Map(dict), 'protocol?': str},                            # evaluate: the table
     'log line': LOG_LINE,                                                                # distill: one line of log.jsonl
     'lock': {'pid': COUNT, 'host': str, 'command': str, 'since': str},                   # io: who holds a folder
 }

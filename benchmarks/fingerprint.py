@@ -11,6 +11,10 @@ The folder gets `write_shapes` images (images/NNNNN.png, 64 px) and a captions.c
 - rerun: a new process, the digests read from the cache file written by the first run: one `stat` per file, no file read.
 `stat only` is what the fingerprint cost before it hashed contents (relative path + size), for comparison. `load` is loading
 the three splits (CSV parsing and the existence check of every image), which every command does anyway.
+
+Measured on the 2-core development machine (load average 7 from other jobs, niced), 30,000 PNGs of 64 px (7.9 MiB), two rounds:
+first run with the files in the page cache 3.08 / 3.17 s, first run with the files evicted 5.61 / 5.63 s, rerun 0.81 / 0.80 s
+(the old path+size fingerprint: 0.45-0.59 s; loading the splits: 4.9-5.3 s); the digest cache is 4.6 MiB.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
