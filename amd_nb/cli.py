@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, os, re, sys, time
 from pathlib import Path
 from .config import Config, ConfigError, PRESETS, get_preset, load_config, resolve_device, set_threads
-from .io import RunLayout
+from .io import RunLayout, parse_json
 
 # %% auto #0
 __all__ = ['base_parser', 'config_from_args', 'run_layout', 'locked', 'open_store', 'store_splits', 'expected_errors', 'run_cli',
@@ -37,12 +37,15 @@ def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.
 
 # %% ../nbs/10_cli.ipynb #e6b55df7
 def config_from_args(args)->Config:
-    "The validated `Config` described by parsed command-line `args` (its device checked to exist here)."
+    "The validated `Config` described by parsed command-line `args` (its device checked to exist here); an option given as an empty string is an error, not a default."
+    for opt in ('config', 'data', 'device', 'out', 'method', 'experts'):
+        if (v := getattr(args, opt, None)) is not None and not v.strip():
+            raise ConfigError(f"--{opt}: empty; give a value or leave the option out")
     base = get_preset(args.preset)
-    cfg = load_config(args.config, base=base) if args.config else base
+    cfg = load_config(args.config, base=base) if args.config is not None else base
     sets = list(args.overrides)
-    if args.data: sets.append(f"data.source={args.data}")
-    if args.device: sets.append(f"device={args.device}")
+    if args.data is not None: sets.append(f"data.source={args.data}")
+    if args.device is not None: sets.append(f"device={args.device}")
     cfg = cfg.override(sets)
     resolve_device(cfg.device)
     return cfg
@@ -50,7 +53,7 @@ def config_from_args(args)->Config:
 # %% ../nbs/10_cli.ipynb #e8ce6298
 def run_layout(args)->RunLayout:
     "The run folder the command writes into: `--out`, else `runs/<preset>`."
-    return RunLayout(args.out or f"runs/{args.preset}")
+    return RunLayout(args.out if args.out is not None else f"runs/{args.preset}")
 
 # %% ../nbs/10_cli.ipynb #730916bc
 def locked(prog:str, # the command, recorded in the lock for whoever finds it held
@@ -63,7 +66,7 @@ def locked(prog:str, # the command, recorded in the lock for whoever finds it he
 def open_store(args, layout:RunLayout):
     "The trajectory store a command reads: `--experts`, else the run's `experts/`."
     from amd_nb.experts import TrajectoryStore
-    return TrajectoryStore(args.experts or layout.experts)
+    return TrajectoryStore(args.experts if args.experts is not None else layout.experts)
 
 # %% ../nbs/10_cli.ipynb #04567d0c
 def store_splits(store, *names:str, cache_dir:str|None=None)->list:
@@ -125,12 +128,12 @@ def amd_buffer(argv:list[str]|None=None)->int:
 def _distill(args):
     from amd_nb.distill import distill
     cfg = config_from_args(args)
-    if args.method: cfg = cfg.override({'distill.method': args.method})
+    if args.method is not None: cfg = cfg.override({'distill.method': args.method})
     layout = run_layout(args); store = open_store(args, layout)
     out = layout.distill(cfg.distill.method)
     t0 = time.time()
     with locked('amd-distill', args): syn = distill(cfg, store, out, progress=not args.quiet)
-    log = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines()]
+    log = [parse_json(l, out/'log.jsonl', 'log line') for l in (out/'log.jsonl').read_text(encoding='utf-8').splitlines() if l.strip()]
     k = max(1, len(log) // 10)
     first, last = (sum(r['loss'] for r in log[s] if r['ok']) / max(1, sum(r['ok'] for r in log[s])) for s in (slice(0, k), slice(-k, None)))
     print(f"{cfg.distill.method}: {len(syn)} synthetic pairs in {out/'synthetic'} ({time.time()-t0:.1f} s); "

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from fastcore.basics import patch, patch_to
 from .registry import Registry, TOWERS, TEXT_ENCODERS, LOSSES, SIMILARITIES, SAMPLERS, ENGINES, INITS, METHODS
+from .io import MAX_JSON_DEPTH, json_depth, loads
 
 # %% auto #0
-__all__ = ['pos', 'nonneg', 'PRESETS', 'PRESET_NOTES', 'SMALL_MACHINE', 'ConfigError', 'field_meta', 'opt', 'choice', 'named',
-           'validate', 'DataConfig', 'ModelConfig', 'ExpertConfig', 'DistillConfig', 'EvalConfig', 'Config',
-           'get_preset', 'regime', 'load_config', 'resolve_device', 'default_cache_dir', 'default_threads',
-           'set_threads']
+__all__ = ['pos', 'nonneg', 'INT_LIMIT', 'PRESETS', 'PRESET_NOTES', 'SMALL_MACHINE', 'THREADS_PER_CORE', 'ConfigError',
+           'field_meta', 'opt', 'choice', 'named', 'validate', 'DataConfig', 'ModelConfig', 'ExpertConfig',
+           'DistillConfig', 'EvalConfig', 'Config', 'get_preset', 'regime', 'load_config', 'resolve_device',
+           'default_cache_dir', 'check_threads', 'default_threads', 'set_threads']
 
 # %% ../nbs/00_config.ipynb #bb76e4f2
 class ConfigError(ValueError):
@@ -57,6 +58,13 @@ def _type_ok(v, tp)->bool:
 def _hints(cls): return typing.get_type_hints(cls)
 
 # %% ../nbs/00_config.ipynb #d9307afa
+def _show(v)->str:
+    "A value as messages print it: its repr, shortened when long (a 5,000-digit number is named, not printed)."
+    s = repr(v) if not isinstance(v, int) or abs(v) < 10**400 else f"a {math.floor(math.log10(abs(v))) + 1}-digit number"
+    return s if len(s) <= 40 else s[:30] + '…'
+
+INT_LIMIT = 2**63   # whole-number settings stay below it (torch's int64)
+
 def validate(obj, prefix:str=''):
     "Check every field of dataclass `obj` against its type and declared constraint; raise `ConfigError`."
     hints = _hints(type(obj))
@@ -64,12 +72,13 @@ def validate(obj, prefix:str=''):
         v, key = getattr(obj, f.name), f"{prefix}{f.name}"
         if dataclasses.is_dataclass(v): validate(v, key+'.'); continue
         if not _type_ok(v, hints[f.name]):
-            raise ConfigError(f"{key}: expected {hints[f.name]}, got {v!r} ({type(v).__name__})")
+            raise ConfigError(f"{key}: expected {hints[f.name]}, got {_show(v)} ({type(v).__name__})")
         if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{key}: must be a finite number, got {v!r}")
+        if isinstance(v, int) and not -INT_LIMIT < v < INT_LIMIT: raise ConfigError(f"{key}: {_show(v)} is out of range (|value| < 2**63)")
         if v is not None and 'check' in f.metadata and not f.metadata['check'](v):
             why = f.metadata['why']
-            if isinstance(why, Registry): raise ConfigError(f"{key}: unknown {why.kind} {v!r}; known: {', '.join(why.names)}")
-            raise ConfigError(f"{key}: must be {why}, got {v!r}")
+            if isinstance(why, Registry): raise ConfigError(f"{key}: unknown {why.kind} {_show(v)}; known: {', '.join(why.names)}")
+            raise ConfigError(f"{key}: must be {why}, got {_show(v)}")
     return obj
 
 # %% ../nbs/00_config.ipynb #5452650a
@@ -188,7 +197,7 @@ class Config:
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = opt(0, nonneg, '>= 0') # master seed; every random choice derives from it
+    seed: int = opt(0, lambda v: 0 <= v < 2**31, 'in [0, 2**31)') # master seed; every random choice derives from it (NumPy and scikit-learn take seeds below 2**32)
     device: str = opt('auto', lambda v: v == 'auto' or v.split(':')[0] in ('cpu', 'cuda', 'mps'), '"auto", "cpu", "cuda[:i]" or "mps"') # where tensors live
     def __post_init__(self): validate(self)
 
@@ -238,7 +247,7 @@ def _parse(s:str, tp, key:str):
         if base is int: return int(s)
         if base is float: return float(s)
         return s
-    except ValueError: raise ConfigError(f"{key}: cannot parse {s!r} as {getattr(base,'__name__',base)}") from None
+    except ValueError: raise ConfigError(f"{key}: cannot parse {_show(s)} as {getattr(base,'__name__',base)}") from None
 
 # %% ../nbs/00_config.ipynb #89b99a6d
 def _lookup(cfg, key:str):
@@ -249,8 +258,11 @@ def _lookup(cfg, key:str):
         if not (dataclasses.is_dataclass(obj) and p in _section_types(type(obj))):
             raise ConfigError(f"unknown key '{key}'")
         obj = getattr(obj, p)
-    if not dataclasses.is_dataclass(obj) or name not in _section_types(type(obj)) or dataclasses.is_dataclass(getattr(obj, name)):
-        valid = sorted(_section_types(type(obj))) if dataclasses.is_dataclass(obj) else []
+    if dataclasses.is_dataclass(obj) and dataclasses.is_dataclass(sec := getattr(obj, name, None)):
+        keys = sorted(_section_types(type(sec)))
+        raise ConfigError(f"'{key}' is a section of settings, not a setting; set one of its keys, e.g. {key}.{keys[0]}=… (keys: {', '.join(keys)})")
+    if not dataclasses.is_dataclass(obj) or name not in _section_types(type(obj)):
+        valid = sorted(k for k, t in _section_types(type(obj)).items() if not dataclasses.is_dataclass(t)) if dataclasses.is_dataclass(obj) else []
         raise ConfigError(f"unknown key '{key}'" + (f"; valid keys here: {valid}" if valid else ''))
     return obj, name
 
@@ -310,7 +322,7 @@ PRESET_NOTES = {   # why each preset is what it is, in one sentence (the demo's 
 # %% ../nbs/00_config.ipynb #e3eb0c60
 def get_preset(name:str)->Config:
     "A fresh `Config` for the named preset."
-    if name not in PRESETS: raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    if not isinstance(name, str) or name not in PRESETS: raise ConfigError(f"unknown preset {_show(name)}; choose from {sorted(PRESETS)}")
     return Config.from_dict(copy.deepcopy(PRESETS[name]))
 
 # %% ../nbs/00_config.ipynb #4e706286
@@ -333,7 +345,7 @@ def _parse_config(text:str, fmt:str, path:Path)->dict:
     if fmt == 'TOML':
         if sys.version_info < (3, 11): raise ConfigError(f"config file {path}: TOML needs Python ≥ 3.11 (tomllib); write it as YAML or JSON")
         import tomllib; return tomllib.loads(text)
-    return json.loads(text)
+    return loads(text)
 
 # %% ../nbs/00_config.ipynb #a95d3083
 def load_config(path:str|Path, # YAML (.yaml/.yml), JSON (.json) or TOML (.toml) file
@@ -351,6 +363,7 @@ def load_config(path:str|Path, # YAML (.yaml/.yml), JSON (.json) or TOML (.toml)
     except ConfigError: raise
     except Exception as e: raise ConfigError(f"config file {path} is not valid {fmt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(d, dict): raise ConfigError(f"config file {path}: top level must be a mapping")
+    if (k := json_depth(d)) > MAX_JSON_DEPTH: raise ConfigError(f"config file {path}: nested {k} levels deep (at most {MAX_JSON_DEPTH})")
     base = get_preset(d.pop('preset')) if 'preset' in d else (base or Config())
     flat = {}
     def walk(node, pre):
@@ -368,6 +381,8 @@ def resolve_device(device:str='auto'):
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: dev = torch.device(device)
     except RuntimeError as e: raise ConfigError(f"device {device!r}: {e}") from None
+    if dev.type == 'cpu' and dev.index not in (None, 0):
+        raise ConfigError(f"device {device!r}: the CPU is one device (cpu or cpu:0); more CPU threads: --threads N")
     if dev.type == 'cuda':
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0: raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use --device cpu (or auto)")
@@ -385,13 +400,21 @@ def default_cache_dir()->Path:
 
 # %% ../nbs/00_config.ipynb #fb8630a3
 SMALL_MACHINE = 4  # machines with at most this many CPU cores default to one torch thread
+THREADS_PER_CORE = 4  # at most this many torch threads per CPU core (100,000 threads crash OpenMP; more than the cores only slow a run)
+
+def check_threads(n, what:str='threads')->int:
+    "`n` if it is a number of threads this machine can run (1 .. `THREADS_PER_CORE` × its cores), else a `ConfigError` naming `what`."
+    hi = THREADS_PER_CORE * (os.cpu_count() or 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= hi:
+        raise ConfigError(f"{what}: want a number of threads in 1..{hi} ({THREADS_PER_CORE} × the {os.cpu_count() or 1} CPU cores here), got {_show(n)}")
+    return n
 
 def default_threads()->tuple[int, str]:
     "(torch CPU threads for a run, why): $AMD_NB_THREADS, else $OMP_NUM_THREADS, else 1 on a small machine, else torch's default."
     for k in ('AMD_NB_THREADS', 'OMP_NUM_THREADS'):
         if v := os.environ.get(k, '').strip():
-            if not v.isdigit() or int(v) < 1: raise ConfigError(f"{k}={v!r}: want a number of threads ≥ 1")
-            return int(v), f"${k}"
+            if not v.isdigit() or len(v) > 9: raise ConfigError(f"{k}={_show(v)}: want a number of threads ≥ 1")
+            return check_threads(int(v), f"${k}"), f"${k}"
     import torch
     cores = os.cpu_count() or 1
     if cores <= SMALL_MACHINE: return 1, f"{cores} CPU cores: one thread is fastest on a small, shared machine"
@@ -404,8 +427,7 @@ def set_threads(
 )->int:               # the number of threads set
     "Set torch's CPU threads for this process and say how many and why."
     import torch
-    if n is not None and n < 1: raise ConfigError(f"threads: want a number ≥ 1, got {n}")
-    n, why = (n, 'asked for') if n is not None else default_threads()
+    n, why = (check_threads(n), 'asked for') if n is not None else default_threads()
     torch.set_num_threads(n)
     if say: say(f"torch: {n} CPU thread{'s' if n > 1 else ''} ({why}; AMD_NB_THREADS=N or --threads N to change)")
     return n

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #5818da95
 from __future__ import annotations
-import csv, hashlib, io, json, os, re, contextlib, warnings
+import csv, hashlib, io, json, os, re, stat, contextlib, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,16 +18,16 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from .config import DataConfig, default_cache_dir
 from .registry import TEXT_ENCODERS, UnknownName
-from .io import atomic_write, remove_stale_temp
+from .io import BadJSON, MAX_JSON_DEPTH, WriteError, atomic_write, atomic_write_json, loads, remove_stale_temp
 from .checks import check_finite, nonfinite_count
 
 # %% auto #0
 __all__ = ['SPLITS', 'MAX_PIXELS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet',
-           'emoji_dir', 'emoji_meta', 'emoji_images', 'load_emoji', 'karpathy_files', 'karpathy_dataset_file',
-           'is_karpathy', 'contained_paths', 'load_karpathy', 'hash_split', 'load_table', 'load_pairs', 'write_shapes',
-           'TextEncoder', 'register_text_encoder', 'known_text_encoders', 'text_encoder', 'HFTextEncoder',
-           'minilm_encoder', 'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder', 'clip_encoder',
-           'embedding_cache_path', 'embed_captions', 'EncodedSplit', 'caption_offsets', 'load_split']
+           'file_digest', 'digest_cache_path', 'file_digests', 'emoji_dir', 'emoji_meta', 'emoji_images', 'load_emoji',
+           'karpathy_files', 'karpathy_dataset_file', 'is_karpathy', 'contained_paths', 'load_karpathy', 'hash_split',
+           'load_table', 'load_pairs', 'write_shapes', 'TextEncoder', 'register_text_encoder', 'known_text_encoders',
+           'text_encoder', 'HFTextEncoder', 'minilm_encoder', 'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder',
+           'clip_encoder', 'embedding_cache_path', 'embed_captions', 'EncodedSplit', 'caption_offsets', 'load_split']
 
 # %% ../nbs/01_data.ipynb #0a80f9a4
 class DataError(ValueError):
@@ -108,8 +108,20 @@ def _rel(p:Path, root:Path|None)->str:
     try: return Path(p).relative_to(root).as_posix() if root else Path(p).name
     except ValueError: return Path(p).name
 
+def _rels(paths:list, root:Path|None)->list[str]:
+    "`_rel` of every path (by string prefix where it can: 30,000 `relative_to` calls take a second)."
+    pre = str(root).rstrip(os.sep) + os.sep if root else None
+    return [s[len(pre):].replace(os.sep, '/') if pre and (s := str(p)).startswith(pre) else _rel(p, root) for p in paths]
+
 # %% ../nbs/01_data.ipynb #dc116659
 def _n_workers()->int: return max(1, min(8, os.cpu_count() or 1))
+
+@contextlib.contextmanager
+def _pool():
+    "A thread pool whose queued work is dropped when the block is left early: Ctrl-C stops a 145k-file read at once, not after it."
+    ex = ThreadPoolExecutor(_n_workers())
+    try: yield ex
+    finally: ex.shutdown(wait=True, cancel_futures=True)
 
 # %% ../nbs/01_data.ipynb #7f997191
 @dataclass(repr=False)
@@ -122,6 +134,7 @@ class PairSet:
     images: torch.Tensor|None = None  # uint8 [N,3,H,W] when held in memory (emoji)
     paths: list[Path]|None = None  # image files when loaded lazily (Karpathy, folder)
     root: Path|None = None  # folder `paths` are relative to (for fingerprints)
+    cache_dir: str|Path|None = None  # where the digests of image files are remembered (None: `default_cache_dir()`)
 
     def __post_init__(self):
         n, what = len(self.ids), f"{self.name}/{self.split}"
@@ -157,7 +170,7 @@ def image_tensor(self:PairSet,
         return torch.cat([resize_center_crop(c, size) for c in self.images.split(512)]) if len(self) else self.images
     if not self.paths: return torch.zeros(0, 3, size, size, dtype=torch.uint8)
     out = torch.empty(len(self), 3, size, size, dtype=torch.uint8)
-    with _bomb_errors(), ThreadPoolExecutor(_n_workers()) as ex:
+    with _bomb_errors(), _pool() as ex:
         it = ex.map(lambda p: resize_center_crop(_decode(p, size, MAX_PIXELS), size), self.paths)
         for i, x in enumerate(tqdm(it, total=len(self), desc=f"{self.name}/{self.split} images", disable=not progress, leave=False)): out[i] = x
     return out
@@ -171,18 +184,63 @@ def subset(self:PairSet,
     ix = _index(idx, len(self))
     return PairSet(self.name, self.split, [list(self.captions[i]) for i in ix], [self.ids[i] for i in ix],
                    images=None if self.images is None else self.images[torch.tensor(ix, dtype=torch.long)],
-                   paths=None if self.paths is None else [self.paths[i] for i in ix], root=self.root)
+                   paths=None if self.paths is None else [self.paths[i] for i in ix], root=self.root, cache_dir=self.cache_dir)
+
+# %% ../nbs/01_data.ipynb #0945be8a
+def file_digest(path)->str:
+    "sha256 hex of the bytes of file `path`."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while b := f.read(1 << 20): h.update(b)
+    return h.hexdigest()
+
+def _version(st:os.stat_result)->list: return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+def digest_cache_path(folder, cache_dir=None)->Path:
+    "The JSON file remembering the digests of the files under `folder` (one per data folder, under the cache root)."
+    key = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+    return Path(cache_dir or default_cache_dir()).expanduser()/'files'/f"{key}.json"
+
+# %% ../nbs/01_data.ipynb #6ca15922
+_DIGESTS = {}   # digest cache file -> {path relative to its folder: [size, mtime_ns, ctime_ns, inode, sha256]}: read once per process
+
+def _digest_cache(path:Path)->dict:
+    "The remembered digests in cache file `path` ({} when absent or damaged: a cache is only ever a shortcut)."
+    if path not in _DIGESTS:
+        try: d = loads(path.read_text(encoding='utf-8'))
+        except (OSError, ValueError): d = {}
+        _DIGESTS[path] = {k: v for k, v in d.items() if isinstance(v, list) and len(v) == 5 and isinstance(v[4], str)} if isinstance(d, dict) else {}
+    return _DIGESTS[path]
+
+def file_digests(paths:list,         # files under `folder`
+                 folder,             # the data folder (the cache is kept per folder)
+                 cache_dir=None,     # cache root (None: `default_cache_dir()`)
+                )->list[str]:        # sha256 hex of each file's bytes
+    "sha256 of each file, read only when the cache holds no digest of the file's current version (size, mtime, ctime, inode)."
+    cache = digest_cache_path(folder, cache_dir); known = _digest_cache(cache)
+    rels, vers = _rels(paths, folder), []
+    for p in paths:
+        try: vers.append(_version(os.stat(p)))
+        except FileNotFoundError: raise DataError(f"image file {p} does not exist") from None
+    todo = [i for i, (r, v) in enumerate(zip(rels, vers)) if known.get(r, [None])[:4] != v]
+    with _pool() as ex:
+        for i, d in zip(todo, ex.map(file_digest, [paths[i] for i in todo])): known[rels[i]] = vers[i] + [d]
+    if todo:
+        try: atomic_write_json(cache, known)
+        except WriteError: pass   # a read-only or full cache folder: the digests are right, only the next run reads the files again
+    return [known[r][4] for r in rels]
 
 # %% ../nbs/01_data.ipynb #41ba38da
 @patch
 def fingerprint(self:PairSet)->str:
-    "sha256 hex over name, split, ids, captions and image content (tensor bytes; for files: relative path + size)."
+    "sha256 hex over name, split, ids, captions and image content (tensor bytes; for files: relative path + sha256 of the file's bytes)."
     h = hashlib.sha256(json.dumps([self.name, self.split, self.ids, self.captions]).encode())
     if self.images is not None:
         h.update(repr((tuple(self.images.shape), str(self.images.dtype))).encode())
         h.update(self.images.contiguous().numpy().tobytes())
-    for p in self.paths or []:
-        h.update(f"{_rel(p, self.root)}\0{os.path.getsize(p) if os.path.exists(p) else -1}\n".encode())
+    if self.paths:
+        root = self.root or Path(self.paths[0]).parent
+        for r, d in zip(_rels(self.paths, root), file_digests(self.paths, root, self.cache_dir)): h.update(f"{r}\0{d}\n".encode())
     return h.hexdigest()
 
 # %% ../nbs/01_data.ipynb #4aaaee8d
@@ -255,8 +313,8 @@ def _karpathy_file(root:Path, split:str)->Path:
 # %% ../nbs/01_data.ipynb #34555583
 def _read_json(f:Path):
     "Parse JSON file `f`; malformed JSON is a `DataError` naming the file."
-    try: return json.loads(Path(f).read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e: raise DataError(f"{f}: malformed JSON: {e}") from None
+    try: return loads(Path(f).read_text(encoding='utf-8'))
+    except BadJSON as e: raise DataError(f"{f}: malformed JSON: {e}") from None
     except UnicodeDecodeError as e: raise _not_utf8(f, e) from None
 
 # %% ../nbs/01_data.ipynb #a26cdbc1
@@ -373,20 +431,23 @@ def _split_value(v, where:str)->str|None:
 
 # %% ../nbs/01_data.ipynb #903839e0
 def _csv_rows(f:Path):
-    "(image, [caption], split, where) per row of a CSV with columns image, caption[, split]."
+    "(image, [caption], split, where) per row of a CSV with columns image, caption[, split]; malformed CSV (a quote never closed) is named by the line its record starts on."
     try: text = Path(f).read_text(encoding='utf-8-sig')
     except UnicodeDecodeError as e: raise _not_utf8(f, e) from None
-    r = csv.DictReader(io.StringIO(text, newline=''))
+    r, start = csv.DictReader(io.StringIO(text, newline=''), strict=True), 1    # start: the line the record being read starts on
     try:
         cols = [c.strip() for c in (r.fieldnames or [])]
         missing = [c for c in ('image', 'caption') if c not in cols]
         if missing: raise DataError(f"{f}: missing column(s) {missing} (has {cols}); expected image,caption[,split]")
+        start = r.line_num + 1
         for row in r:
             row = {(k or '').strip(): v for k, v in row.items()}
-            where = f"{f}:{r.line_num}"
+            where, start = f"{f}:{r.line_num}", r.line_num + 1
             if not isinstance(row.get('image'), str) or not row['image'].strip(): raise DataError(f"{where}: empty 'image'")
             yield row['image'].strip(), _as_captions(row.get('caption') or '', where), _split_value(row.get('split'), where), where
-    except csv.Error as e: raise DataError(f"{f}:{r.line_num}: malformed CSV: {e}") from None
+    except csv.Error as e:
+        why = f"a quote opened in the record on line {start} is never closed" if 'end of data' in str(e) else str(e)
+        raise DataError(f"{f}:{start}: malformed CSV: {why}") from None
 
 # %% ../nbs/01_data.ipynb #7b2937c4
 def _jsonl_rows(f:Path):
@@ -396,8 +457,8 @@ def _jsonl_rows(f:Path):
     for n, line in enumerate(lines, 1):
         if not line.strip(): continue
         where = f"{f}:{n}"
-        try: d = json.loads(line)
-        except json.JSONDecodeError as e: raise DataError(f"{where}: malformed JSON line: {e}") from None
+        try: d = loads(line)
+        except BadJSON as e: raise DataError(f"{where}: malformed JSON line: {e}") from None
         if not isinstance(d, dict): raise DataError(f"{where}: expected an object, got {d!r}")
         for k in ('image', 'caption'):
             if k not in d: raise DataError(f"{where}: missing key {k!r}")
@@ -463,9 +524,12 @@ def _pick(n:int, limit:int|None, seed:int)->list|None:
 
 # %% ../nbs/01_data.ipynb #117a4f0c
 def _check_files(ps:PairSet, source)->PairSet:
-    "`ps`, after checking that every image file exists."
-    for p in ps.paths or []:
-        if not Path(p).is_file(): raise DataError(f"{source}: image file {p} does not exist")
+    "`ps`, after checking that every image file exists (and is a file)."
+    for i, p in zip(ps.ids, ps.paths or []):
+        try: mode = os.stat(p).st_mode
+        except OSError: raise DataError(f"{source}: image file {p} does not exist") from None
+        if stat.S_ISDIR(mode): raise DataError(f"{source}: image {i!r} is a folder ({p}), not an image file")
+        if not stat.S_ISREG(mode): raise DataError(f"{source}: image file {p} does not exist")
     return ps
 
 # %% ../nbs/01_data.ipynb #c23cb032
@@ -484,6 +548,7 @@ def load_pairs(
     limit:int|None=None,  # keep at most this many images (seeded random pick); None keeps all
     seed:int=0,  # seed of the `limit` pick
     image_root:str|Path|None=None,  # where image paths resolve (Karpathy: default root; tables: the file's folder)
+    cache_dir:str|Path|None=None,  # where the digests of image files are remembered (None: `default_cache_dir()`)
 )->PairSet:
     "Load one split of an image–caption dataset, grouped by image."
     check_split(split)
@@ -491,7 +556,7 @@ def load_pairs(
     ps = _load_any(source, split, image_root)
     ix = _pick(len(ps), limit, seed)
     if ix is not None: ps = ps.subset(ix)
-    ps.captions = [c[:max_captions] for c in ps.captions]
+    ps.captions, ps.cache_dir = [c[:max_captions] for c in ps.captions], cache_dir
     return _check_files(ps, source)
 
 # %% ../nbs/01_data.ipynb #924b4f45
@@ -801,6 +866,6 @@ def load_split(
     seed:int=0,  # seed of the `cfg.limit` pick
 )->EncodedSplit:
     "Load, resize and embed one split as `cfg` describes."
-    ps = load_pairs(cfg.source, split, cfg.max_captions, cfg.limit, seed)
+    ps = load_pairs(cfg.source, split, cfg.max_captions, cfg.limit, seed, cache_dir=cfg.cache_dir)
     text = embed_captions(ps.flat_captions, cfg.encoder, cfg.cache_dir, device, progress)
     return EncodedSplit(ps, ps.image_tensor(cfg.image_size, progress), text, ps.caption_image, cfg.encoder)

@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .experts import TrajectoryStore, StoreError
-from .io import atomic_write, atomic_write_json, folder_lock
+from .io import atomic_write, atomic_write_json, folder_lock, parse_json
 from .checks import SettingsChanged, check_finite, check_settings, flat_settings
 from safetensors import SafetensorError
 from .train import init_dual_encoder
@@ -29,8 +29,8 @@ from .synthetic import SyntheticSet, random_indices, pick_captions
 from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
-__all__ = ['Init', 'register_init', 'resolve_method', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError', 'Distiller',
-           'distill_settings', 'distill', 'distill_parallel']
+__all__ = ['Init', 'register_init', 'resolve_method', 'check_distill', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError',
+           'Distiller', 'distill_settings', 'distill', 'distill_parallel']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 class Init(NamedTuple):
@@ -75,6 +75,20 @@ def resolve_method(dcfg)->Method:
     "The run's `Method`: the registered method `dcfg.method` with any part the config sets (`distill.sampler`, `loss`, `sim`, `init`) replaced."
     try: return METHODS[dcfg.method].replace(sampler=dcfg.sampler, loss=dcfg.loss, sim=dcfg.sim, init=dcfg.init).check()
     except UnknownName as e: raise ConfigError(f"distill: {e}") from None
+
+# %% ../nbs/07_distill.ipynb #8c715061
+def check_distill(dcfg,             # the `distill` section
+                  epochs:int,       # T: epochs of the experts to match
+                  budget:int|None=None, # B (default: `dcfg.budget`)
+                 ):
+    "A `ConfigError` naming the first setting of `dcfg` that experts of `epochs` epochs and a set of `budget` pairs cannot honour."
+    M, B, method = dcfg.expert_epochs, dcfg.budget if budget is None else budget, resolve_method(dcfg)
+    if M > epochs: raise ConfigError(f"distill.expert_epochs: {M} is more than the experts' {epochs} epochs")
+    if method.sampler == 'sync' and dcfg.max_start_epoch > epochs - M + 1:
+        raise ConfigError(f"distill.max_start_epoch: {dcfg.max_start_epoch} is more than the {epochs - M + 1} start epochs experts of {epochs} epochs "
+                          f"allow with distill.expert_epochs = {M} (t = 0..{epochs - M}); set it ≤ {epochs - M + 1}")
+    if dcfg.batch_syn > B:
+        raise ConfigError(f"distill.batch_syn: {dcfg.batch_syn} pairs per inner step is more than the {B} synthetic pairs of the set; set it ≤ {B}")
 
 # %% ../nbs/07_distill.ipynb #0ac5e902
 class Callback:
@@ -132,8 +146,7 @@ class Distiller:
         self.train = train if train is not None else load_split(store.data_config(cfg.data.cache_dir), 'train', progress=progress, seed=store.config.seed)
         if self.train.fingerprint() != store.manifest['fingerprint']:
             raise StoreError(f"the training data does not match the data the experts in {store.path} were trained on")
-        if self.dc.expert_epochs > store.epochs:
-            raise ConfigError(f"distill.expert_epochs: {self.dc.expert_epochs} is more than the experts' {store.epochs} epochs")
+        check_distill(self.dc, store.epochs)
         if not len(store): raise StoreError(f"{store.path} holds no finished expert")
         self.method_name, self.method = self.dc.method, resolve_method(self.dc)
         self.callbacks = ([ProgressBar()] if progress else []) + ([JSONLog(self.out/'log.jsonl')] if self.out else []) + list(callbacks)
@@ -358,11 +371,10 @@ def _read_checkpoint(path:Path)->tuple[dict, dict]:
     "(state metadata, tensors) of a checkpoint; a damaged one is a `DistillError` naming it."
     redo = f"delete {path} to start this distillation again"
     try:
-        with safe_open(str(path), framework='pt') as f:
-            meta, t = json.loads((f.metadata() or {})['state']), {k: f.get_tensor(k) for k in f.keys()}
-        if not all(k in meta for k in ('iteration', 'order', 'bad', 'method', 'history')): raise KeyError('state')
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
-        raise DistillError(f"{path} is damaged ({type(e).__name__}: {e}); {redo}") from None
+        with safe_open(str(path), framework='pt') as f: state, t = (f.metadata() or {}).get('state'), {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e: raise DistillError(f"{path} is damaged ({type(e).__name__}: {e}); {redo}") from None
+    if state is None: raise DistillError(f"{path} is damaged (its metadata has no 'state'); {redo}")
+    meta = parse_json(state, path, 'checkpoint state', redo, DistillError, 'state')
     for k, v in t.items():
         if k.startswith(('syn.', 'opt.')): check_finite(v, f"{path}: {k}", redo, error=DistillError)
     return meta, t
@@ -381,10 +393,15 @@ def load_checkpoint(self:Distiller):
         raise SettingsChanged(f"{path} is at iteration {meta['iteration']}, beyond distill.iterations {self.dc.iterations}; {redo}")
     try: self.syn.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith('syn.')})
     except RuntimeError as e: raise DistillError(f"{path} does not fit this run's synthetic set ({str(e).splitlines()[0]}); {redo}") from None
+    damaged = lambda why: DistillError(f"{path} is damaged ({why}); delete {path} to start this distillation again")
     for gi, grp in enumerate(self.opt.param_groups):
         for pi, p in enumerate(grp['params']):
-            if f"opt.{gi}.{pi}" in t: self.opt.state[p]['momentum_buffer'] = t[f"opt.{gi}.{pi}"].to(p.device)
-    self._set_rng_state({k[4:]: v for k, v in t.items() if k.startswith('rng.')})
+            if (b := t.get(f"opt.{gi}.{pi}")) is None: continue
+            if b.shape != p.shape or b.dtype != p.dtype: raise damaged(f"momentum opt.{gi}.{pi} has shape {list(b.shape)}, its parameter {list(p.shape)}")
+            self.opt.state[p]['momentum_buffer'] = b.to(p.device)
+    if bad := sorted(set(meta['order']) - set(self.store.finished())): raise damaged(f"its expert order names experts {bad} the store does not hold")
+    try: self._set_rng_state({k[4:]: v for k, v in t.items() if k.startswith('rng.')})
+    except (KeyError, RuntimeError, TypeError) as e: raise damaged(f"random generator state: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     self.iteration, self.order, self.bad, self.history = meta['iteration'], meta['order'], meta['bad'], meta['history']
 
 # %% ../nbs/07_distill.ipynb #9cd9093f

@@ -258,7 +258,7 @@ def pending_cells(cfg:Config,             # the comparison's config
     for m, b, k in jobs:
         p = layout.cell(m, b, k)
         if not p.exists(): todo.append((m, b, k)); continue
-        old = read_json(p, hint='delete it to compute this cell again').get('settings')
+        old = read_json(p, 'comparison cell', hint='delete it to compute this cell again').get('settings')
         check_settings(old, cell_settings(cfg, store, m), p, f"use a new --out or delete {layout.comparison}")
     return todo
 
@@ -290,7 +290,7 @@ def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, b
     rows = {}
     for m in methods:
         for b in ([None] if m == 'full' else budgets):
-            cells = [read_json(p, hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
+            cells = [read_json(p, 'comparison cell', hint='delete it to compute this cell again') for k in range(1 if m == 'full' else n_syn_sets)
                      if (p := layout.cell(m, b, k)).exists()]
             if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
     ec, dc = cfg.eval, cfg.distill
@@ -334,6 +334,8 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
         data, seed = store.data_config(cfg.data.cache_dir), store.config.seed
         train, judge = (load_split(data, s, progress=False, seed=seed) for s in ('train', cfg.eval.split))
         budgets = _check_counts(budgets, n_syn_sets, len(train), methods)
+        from amd_nb.distill import check_distill
+        for m, b in [(m, b) for m in methods if m in METHODS for b in budgets]: check_distill(cfg.override({'distill.method': m}).distill, store.epochs, b)
         needs_val = cfg.eval.select_on_val or ('full' in methods and cfg.eval.full_patience is not None)
         val = load_split(data, 'val', progress=False, seed=seed) if needs_val else None
         least = cfg.eval.epochs * math.ceil(max(budgets, default=1) / cfg.eval.batch_size)   # the SGD steps the largest set gets

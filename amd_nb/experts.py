@@ -20,7 +20,7 @@ from .checks import NonFiniteError, check_finite, setting_changes, settings_hash
 from .models import DualEncoder, ParamLayout, MODALITIES, build_dual_encoder
 from .dist import dist_info, is_main_process, rank_device, distributed, broadcast, main_first, barrier, split_experts, _dist_on
 from .train import Pairs, fit, image_inputs, evaluate_retrieval, init_dual_encoder
-from .io import RunFileError, atomic_write, atomic_write_json, folder_lock, read_json
+from .io import RunFileError, atomic_write, atomic_write_json, checked, folder_lock, parse_json, read_json
 
 # %% auto #0
 __all__ = ['DTYPES', 'StoreError', 'ExpertTrajectory', 'expert_file', 'TrajectoryStore', 'expert_seed', 'train_expert',
@@ -64,6 +64,7 @@ class TrajectoryStore:
         except RunFileError as e: raise StoreError(str(e)) from None
         if miss := [k for k in _MANIFEST_KEYS if k not in self.manifest]:
             raise StoreError(f"{mf} is not a trajectory store manifest (it lacks {', '.join(miss)}); {redo}")
+        checked(self.manifest, 'manifest.json', mf, redo, StoreError)
         try:
             self.layouts = {m: ParamLayout.from_json(self.manifest['layout'][m]) for m in MODALITIES}
             Config.from_dict(self.manifest['config'])
@@ -211,10 +212,11 @@ def _verify(self:TrajectoryStore, f, i:int, m:str, rows:torch.Tensor, ts:list[in
     if all((i, m, t) in self._verified for t in ts): return
     p = self.path/expert_file(i)
     check_finite(rows, f"{p}: {m} trajectory", _RETRAIN, error=StoreError)
-    try:
-        sums = json.loads((f.metadata() or {}).get('row_sums', 'null') or 'null')
-        want = None if sums is None else torch.tensor([float(sums[m][t]) for t in ts], dtype=torch.float64)   # None: written before checksums were recorded
-    except (ValueError, KeyError, IndexError, TypeError) as e: raise StoreError(f"{p} is damaged (row checksums: {e!r}); {_RETRAIN}") from None
+    text = (f.metadata() or {}).get('row_sums')     # None: written before checksums were recorded
+    sums = None if text is None else parse_json(text, p, 'row sums', _RETRAIN, StoreError, 'row checksums')
+    if sums is not None and len(sums[m]) != self.epochs + 1:
+        raise StoreError(f"{p} is damaged (row checksums: {len(sums[m])} for the {m} trajectory, expected {self.epochs + 1}); {_RETRAIN}")
+    want = None if sums is None else torch.tensor([float(sums[m][t]) for t in ts], dtype=torch.float64)
     if want is not None:
         got = torch.tensor(_row_sums(rows), dtype=torch.float64)
         tol = 1e-9 * (rows.double().abs().sum(-1).reshape(-1) + 1)
@@ -228,8 +230,7 @@ def _verify(self:TrajectoryStore, f, i:int, m:str, rows:torch.Tensor, ts:list[in
 def metrics(self:TrajectoryStore, i:int)->dict:
     "Metrics of expert `i`, read from its file's metadata."
     with self._open(i) as f:
-        try: return json.loads((f.metadata() or {}).get('metrics', '{}'))
-        except json.JSONDecodeError as e: raise StoreError(f"{self.path/expert_file(i)} is damaged (metrics: {e}); {_RETRAIN}") from None
+        return parse_json((f.metadata() or {}).get('metrics', '{}'), self.path/expert_file(i), 'expert metrics', _RETRAIN, StoreError, 'metrics')
 
 # %% ../nbs/03_experts.ipynb #497ccc73
 @patch
@@ -359,8 +360,8 @@ def train_experts(cfg:Config,                 # run config (data, model, expert 
 
 # %% ../nbs/03_experts.ipynb #89ee4280
 def expert_model(store:TrajectoryStore, i:int, epoch:int=-1, device='cpu')->DualEncoder:
-    "The dual encoder of expert `i` with its recorded parameters at `epoch` (default: the last)."
-    cfg, t = store.config, epoch % (store.epochs + 1)
+    "The dual encoder of expert `i` with its recorded parameters at `epoch` (default: the last); every epoch of its file is checked first (finite, as written)."
+    cfg, traj = store.config, store[i]     # a file damaged at another epoch is not used unnoticed
     model = init_dual_encoder(cfg, store.manifest['text_dim'])
-    for m in MODALITIES: store.layouts[m].load_into(getattr(model, m), store.epoch(i, m, t))
+    for m in MODALITIES: store.layouts[m].load_into(getattr(model, m), traj[m][epoch % (store.epochs + 1)])
     return model.to(device).eval()

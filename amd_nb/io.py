@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_io.ipynb #e0299225
 from __future__ import annotations
-import json, os, re, socket, sys, time
+import json, math, os, re, socket, sys, time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +13,10 @@ try: import fcntl
 except ImportError: fcntl = None   # not on Windows: folders are not locked there
 
 # %% auto #0
-__all__ = ['RunFileError', 'WriteError', 'atomic_write', 'atomic_write_json', 'slug', 'RunLayout', 'read_json', 'FolderLocked',
-           'remove_stale_temp', 'folder_lock']
+__all__ = ['MAX_JSON_DEPTH', 'COUNT', 'SECONDS', 'REAL', 'CONFIG', 'SETTINGS', 'RECALLS', 'ANY_NUMBER', 'LOG_LINE', 'RUN_FILES',
+           'RunFileError', 'WriteError', 'atomic_write', 'atomic_write_json', 'slug', 'RunLayout', 'BadJSON',
+           'json_depth', 'loads', 'SchemaMismatch', 'Num', 'Map', 'check_json', 'checked', 'parse_json', 'read_json',
+           'FolderLocked', 'remove_stale_temp', 'folder_lock']
 
 # %% ../nbs/00b_io.ipynb #68d45f7b
 class RunFileError(ValueError):
@@ -25,6 +27,11 @@ class WriteError(RunFileError, OSError):
 
 def _write_error(path, e:OSError)->WriteError:
     return WriteError(f"cannot write {path}: {e.strerror or e}" + (f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ''))
+
+def _wrapped_os_error(e:Exception)->OSError|None:
+    "The OS error inside a library's own exception (safetensors writes `I/O error: No space left on device (os error 28)`), if it reports one."
+    m = re.search(r'\(os error (\d+)\)', str(e))
+    return OSError(int(m[1]), os.strerror(int(m[1]))) if m else None
 
 def atomic_write(path:Path, write_fn):
     "Write `path` via `write_fn(tmp_path)` then rename, so `path` is either absent, old, or complete; an OS failure is a `WriteError` naming `path`."
@@ -37,6 +44,9 @@ def atomic_write(path:Path, write_fn):
         os.replace(tmp, path)
     except WriteError: raise
     except OSError as e: raise _write_error(path, e) from None
+    except Exception as e:
+        if (oe := _wrapped_os_error(e)) is None: raise
+        raise _write_error(path, oe) from None
     finally:
         if tmp.exists(): tmp.unlink()
 
@@ -83,21 +93,165 @@ class RunLayout:
         "JSON of one `amd-eval` result."
         return self.root/'eval'/f"{label}.json"
 
-# %% ../nbs/00b_io.ipynb #4978e349
+# %% ../nbs/00b_io.ipynb #fb4cc44c
+MAX_JSON_DEPTH = 64    # deepest nesting of lists/objects a JSON file may have (amd_nb's own files nest ≤ 6 levels, annotation files ≤ 4)
+
+class BadJSON(ValueError):
+    "JSON text that cannot be read safely (malformed, nested too deeply, an integer too long); the message says why, the caller names the file."
+
+def json_depth(v)->int:
+    "How deeply lists and objects nest in the JSON value `v` (a scalar: 0), counted without recursion."
+    depth, todo = 0, [(v, 1)] if isinstance(v, (list, dict)) else []
+    while todo:
+        x, k = todo.pop(); depth = max(depth, k)
+        todo += [(y, k + 1) for y in (x.values() if isinstance(x, dict) else x) if isinstance(y, (list, dict))]
+    return depth
+
+def loads(text:str|bytes)->object:
+    "The JSON value of `text`; a `BadJSON` when it is malformed, nested deeper than `MAX_JSON_DEPTH` or holds an integer too long for Python to read."
+    try: v = json.loads(text)
+    except json.JSONDecodeError as e: raise BadJSON(str(e)) from None
+    except RecursionError: raise BadJSON(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:        # Python converts integers of at most sys.get_int_max_str_digits() digits (4300)
+        n = re.search(r'value has (\d+) digits', str(e))
+        raise BadJSON(f"an integer of {n[1] if n else 'too many'} digits (at most {sys.get_int_max_str_digits()})") from None
+    if (k := json_depth(v)) > MAX_JSON_DEPTH: raise BadJSON(f"nested {k} levels deep (at most {MAX_JSON_DEPTH})")
+    return v
+
+# %% ../nbs/00b_io.ipynb #63b0384d
+class SchemaMismatch(ValueError):
+    "A JSON value does not fit its schema; the message names the key path, what it should be and what it is."
+
+@dataclass(frozen=True)
+class Num:
+    "Schema of a JSON number in [lo, hi], a whole one when `whole`, finite unless `finite` is False (NaN and ±inf: logged losses)."
+    lo: float = -math.inf
+    hi: float = math.inf
+    whole: bool = False
+    finite: bool = True
+    def __str__(self):
+        hi = '2**63)' if self.hi == 2**63 - 1 else f"{self.hi:g}]"
+        rng = (f" in [{self.lo:g}, {hi}" if self.hi != math.inf and self.lo != -math.inf else f" ≥ {self.lo:g}" if self.lo != -math.inf
+               else f" ≤ {self.hi:g}" if self.hi != math.inf else '')
+        return f"{'a whole number' if self.whole else 'a number'}{rng}"
+
+@dataclass(frozen=True)
+class Map:
+    "Schema of a JSON object whose every value fits `values` (keys are free)."
+    values: object
+
+COUNT = Num(0, 2**63 - 1, whole=True)   # counts, sizes, indices, iterations, seeds
+SECONDS = Num(0)                         # durations
+REAL = Num()                             # any finite number
+
+# %% ../nbs/00b_io.ipynb #7ebedceb
+def _show(v)->str:
+    "A JSON value as messages print it (long ones shortened)."
+    s = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else str(v)
+    return s if len(s) <= 40 else s[:30] + '…'
+
+def _describe(s)->str:
+    "What schema `s` asks for, in words."
+    if s is None: return 'null'
+    if isinstance(s, tuple): return ' or '.join(_describe(a) for a in s)
+    if isinstance(s, (list, Map)): return 'a list' if isinstance(s, list) else 'an object'
+    if isinstance(s, dict): return 'an object'
+    return str(s) if isinstance(s, Num) else {str: 'a string', bool: 'true or false', dict: 'an object', list: 'a list', object: 'anything'}[s]
+
+def _fits(v, s)->bool:
+    "Does `v` fit schema `s` at its top level (contents are checked by `check_json`)?"
+    if s is None: return v is None
+    if s is object: return True
+    if isinstance(s, tuple): return any(_fits(v, a) for a in s)
+    if isinstance(s, Num):
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and (not s.whole or isinstance(v, int))
+                and (s.lo <= v <= s.hi if math.isfinite(v) else not s.finite))
+    if isinstance(s, list): return isinstance(v, list)
+    if isinstance(s, (dict, Map)): return isinstance(v, dict)
+    return isinstance(v, s) and not (s is not bool and isinstance(v, bool))
+
+_MISS = object()
+
+def check_json(v,         # a JSON value
+               schema,    # its schema (see the table above)
+               at:str='', # the key path of `v`, for messages
+              ):
+    "`v` if it fits `schema`, else a `SchemaMismatch` naming the first key path that does not."
+    s = next((a for a in schema if _fits(v, a)), _MISS) if isinstance(schema, tuple) else schema
+    if s is _MISS or not _fits(v, s):
+        raise SchemaMismatch(f"{at or 'the file'}{'' if at else ' as a whole'}: expected {_describe(schema)}, got {_show(v)}")
+    where = lambda k: f"{at}.{k}" if at else str(k)
+    if isinstance(s, list): [check_json(x, s[0], f"{at}[{i}]") for i, x in enumerate(v)]
+    elif isinstance(s, Map): [check_json(x, s.values, where(k)) for k, x in v.items()]
+    elif isinstance(s, dict):
+        for k, sub in s.items():
+            key = k.rstrip('?')
+            if key in v: check_json(v[key], sub, where(key))
+            elif not k.endswith('?'): raise SchemaMismatch(f"{at + ': ' if at else ''}missing key {key!r}")
+    return v
+
+# %% ../nbs/00b_io.ipynb #baedce0e
+CONFIG = {**{f"{k}?": dict for k in ('data', 'model', 'expert', 'distill', 'eval')}, 'seed?': COUNT, 'device?': str}   # a saved `Config.to_dict()`
+SETTINGS = (dict, None)                    # the flat settings a result depends on (`checks.flat_settings`); null: not recorded
+RECALLS = {k: REAL for k in ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')}   # `models.recall_at_k`
+ANY_NUMBER = Num(finite=False)             # a logged value that may be NaN or ±inf (the loss of a rejected iteration)
+LOG_LINE = {'iteration': COUNT, 'ok': bool, 'expert?': COUNT, 't_image?': COUNT, 't_text?': COUNT,   # distill: one iteration's record
+            **{f"{k}?": ANY_NUMBER for k in ('loss', 'loss_image', 'loss_text', 'cos_image', 'cos_text', 'lr_image', 'lr_text', 'seconds')}}
+
+RUN_FILES = {
+    'stages.json': Map(SECONDS),                                                         # report: seconds per demo stage
+    'manifest.json': {'config': CONFIG, 'fingerprint': str, 'epochs': Num(1, 10**6, True), 'dtype': str,   # experts: the store
+                      'text_dim': Num(1, 2**31, True), 'layout': {'image': dict, 'text': dict}, 'experts?': Map(dict)},
+    'expert metrics': {'seed?': COUNT, 'train_loss?': [REAL], 'val?': [Map(REAL)], 'seconds?': SECONDS},   # experts: file metadata
+    'row sums': {'image': [REAL], 'text': [REAL]},                                      # experts: checksum of every epoch row
+    'checkpoint state': {'iteration': COUNT, 'order': [COUNT], 'bad': COUNT, 'method': str,   # distill: loop state
+                         'history': [LOG_LINE], 'config?': CONFIG, 'settings?': SETTINGS},
+    'synthetic.json': {'format': str, 'version': Num(whole=True), 'save_id': str, 'B': Num(1, 2**31, True),   # synthetic: header
+                       'sim': {'kind': str, 'rank': Num(1, 2**31, True), 'alpha': REAL}, 'shapes': Map([COUNT]),
+                       'meta': {'mean?': [REAL], 'std?': [Num(1e-12)], 'image_size?': COUNT, 'encoder?': str, 'method?': str,
+                                'sampler?': (str, None), 'loss?': (str, None), 'loss_kwargs?': Map(REAL),
+                                'config?': {'distill?': {'iterations?': COUNT}},
+                                'settings?': SETTINGS, 'seed?': COUNT}},
+    'comparison cell': {'method': str, 'budget': (COUNT, None), 'set?': COUNT, 'build_seconds': SECONDS,   # evaluate: one cell
+                        'settings?': SETTINGS, 'runs': [RECALLS], 'mean': RECALLS, 'std': RECALLS, 'n': COUNT, 'seconds': SECONDS},
+    'prototypes.json': {'spm': [COUNT], 'labels': [COUNT], 'random': [COUNT], 'spm_seconds': SECONDS,   # report: SPM + UMAP
+                        'n': COUNT, 'settings': dict, 'umap?': [[REAL]], 'umap_seconds?': SECONDS},
+    'log line': LOG_LINE,                                                                # distill: one line of log.jsonl
+    'lock': {'pid': COUNT, 'host': str, 'command': str, 'since': str},                   # io: who holds a folder
+}
+
+# %% ../nbs/00b_io.ipynb #73aae1e2
+def _damaged(where, part:str, why, hint:str, error:type|None)->Exception:
+    return (error or RunFileError)(f"{where} is damaged ({part + ': ' if part else ''}{why})" + (f"; {hint}" if hint else ''))
+
+def checked(v,                # a JSON value read from a file
+            schema,           # a name in `RUN_FILES`, a schema, or None (any value)
+            where,            # the file it comes from, for messages
+            hint:str='',      # what to do about a damaged file, appended to the message
+            error:type=None,  # the exception to raise (default: `RunFileError`)
+            part:str='',      # which part of the file `v` is ('state' of a checkpoint), for messages
+           ):
+    "`v` if it fits `schema`, else one `error` naming `where` and the first key that does not fit."
+    try: return check_json(v, RUN_FILES[schema] if isinstance(schema, str) else object if schema is None else schema)
+    except SchemaMismatch as e: raise _damaged(where, part, e, hint, error) from None
+
+def parse_json(text:str|bytes, where, schema=dict, hint:str='', error:type=None, part:str=''):
+    "The JSON value of `text`, checked against `schema` (arguments as `checked`); any way of failing is one `error` naming `where`."
+    try: v = loads(text)
+    except BadJSON as e: raise _damaged(where, part, f"not valid JSON: {e}", hint, error) from None
+    return checked(v, schema, where, hint, error, part)
+
 def read_json(path:Path,      # the file
-              kind:type|None=dict, # the type the top-level value must have (None: any)
-              hint:str='',   # what to do about a damaged file, appended to the message
+              schema=dict,    # a name in `RUN_FILES`, a schema, or None (any value)
+              hint:str='',    # what to do about a damaged file, appended to the message
              ):
-    "The JSON value in `path`, or a `RunFileError` naming the file when it is missing, unreadable, not UTF-8, malformed or not a `kind`."
+    "The JSON value in `path` checked against `schema`, or a `RunFileError` naming the file when it is missing, unreadable, not UTF-8, not JSON, or does not fit."
     path, tail = Path(path), (f"; {hint}" if hint else '')
-    try: v = json.loads(path.read_text(encoding='utf-8'))
+    try: text = path.read_text(encoding='utf-8')
     except FileNotFoundError: raise RunFileError(f"{path} does not exist{tail}") from None
     except UnicodeDecodeError: raise RunFileError(f"{path} is damaged (not UTF-8 text){tail}") from None
-    except json.JSONDecodeError as e: raise RunFileError(f"{path} is damaged (not valid JSON: {e}){tail}") from None
     except OSError as e: raise RunFileError(f"cannot read {path}: {e.strerror or e}{tail}") from None
-    if kind is not None and not isinstance(v, kind):
-        raise RunFileError(f"{path} is damaged (expected a JSON {'object' if kind is dict else kind.__name__}, got {type(v).__name__}){tail}")
-    return v
+    return parse_json(text, path, schema, hint)
 
 # %% ../nbs/00b_io.ipynb #87a19df9
 class FolderLocked(RunFileError):
@@ -126,9 +280,9 @@ _HELD = {}   # lock file -> [fd, depth]: the locks this process holds
 def _holder(fd:int)->str:
     "Who holds a lock, from the record in its file."
     try:
-        h = json.loads(os.pread(fd, 4096, 0).decode() or '{}')
+        h = parse_json(os.pread(fd, 4096, 0).decode(), 'lock record', 'lock')
         return f"pid {h['pid']} on {h['host']}: {h['command']}, since {h['since']}"
-    except (ValueError, KeyError, TypeError, OSError): return 'another process'
+    except (ValueError, OSError): return 'another process'
 
 def _open_lock(folder:Path)->int:
     "A file descriptor of `folder/.lock` (the folder created), or a `RunFileError`/`WriteError` naming the folder."

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from .models import ParamLayout
 from .models import MODALITIES
 from .experts import TrajectoryStore, ExpertTrajectory, StoreError
-from .io import atomic_write_json
+from .io import atomic_write_json, loads
 
 # %% auto #0
 __all__ = ['KERNELS', 'SAMPLES', 'RULES', 'MAPS', 'FORMAT', 'mmd_linear', 'median_bandwidth', 'mmd_rbf', 'param_rows',
@@ -274,7 +274,7 @@ def save(self:MMDCurves, path)->Path:
 @patch(cls_method=True)
 def load(cls:MMDCurves, path)->MMDCurves:
     "Read a saved `MMDCurves` (a clear error naming the file if it is not one)."
-    try: return cls.from_json(json.loads(Path(path).read_text(encoding='utf-8')))
+    try: return cls.from_json(loads(Path(path).read_text(encoding='utf-8')))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as e: raise ValueError(f"{path} is not a saved MMDCurves: {e}") from None
 
 # %% ../nbs/04_mmd.ipynb #5f49e10f
@@ -331,7 +331,7 @@ def mmd_file(kernel:str='linear', samples:str='rows', expert_epochs:int=1, unbia
 # %% ../nbs/04_mmd.ipynb #387e8823
 def _saved(path:Path, store:TrajectoryStore)->MMDCurves|None:
     "The curves saved at `path` from this store's experts (the store's identity recorded with them), else None."
-    try: d = json.loads(path.read_text(encoding='utf-8'))
+    try: d = loads(path.read_text(encoding='utf-8'))
     except (OSError, ValueError): return None
     if not isinstance(d, dict) or d.get('store') != store.identity: return None
     try: return MMDCurves.from_json(d)

@@ -12,12 +12,12 @@ import plotly.io as pio
 from .config import Config, PRESET_NOTES, regime
 from .data import EncodedSplit, load_pairs, load_split
 from .experts import TrajectoryStore, train_experts
-from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_json
+from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, parse_json, read_json
 from .checks import check_settings, flat_settings
 from .mmd import MMDCurves, mmd_windows, mmd_file, map_windows
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
-from .distill import distill, distill_parallel, distill_settings
+from .distill import check_distill, distill, distill_parallel, distill_settings
 from .evaluate import METRICS, TABLE_METRICS, check_budget, compare, comparison_jobs, markdown_table, pending_cells, write_tables
 from .registry import SAMPLERS
 from . import viz
@@ -34,7 +34,7 @@ class Stages:
     "Run named stages in order, skipping finished ones; their timings persist in the run's `stages.json`."
     def __init__(self, layout:RunLayout, say=print):
         self.path, self.say = layout.stages, say
-        try: self.timings = read_json(self.path) if self.path.exists() else {}
+        try: self.timings = read_json(self.path, 'stages.json') if self.path.exists() else {}
         except RunFileError as e: self.timings = {}; say(f"      {e}; stage timings start afresh")   # timings only: nothing depends on them
         self.ran = []
 
@@ -112,7 +112,7 @@ def _prototype_settings(run:DemoRun)->dict: return dict(budget=run.budget, seed=
 # %% ../nbs/09b_report.ipynb #0c05eb8f
 def _prototypes_done(run:DemoRun)->bool:
     "Is `prototypes.json` there, made with this run's budget, seed and experts? (Otherwise, or when damaged, it is computed again.)"
-    try: return run.layout.prototypes.exists() and read_json(run.layout.prototypes).get('settings') == _prototype_settings(run)
+    try: return run.layout.prototypes.exists() and read_json(run.layout.prototypes, 'prototypes.json')['settings'] == _prototype_settings(run)
     except RunFileError: return False
 
 # %% ../nbs/09b_report.ipynb #b71a5bab
@@ -132,8 +132,7 @@ def _distilled(run:DemoRun, method:str)->bool:
     "Is `method`'s set distilled for this run (all its iterations)? A set made with other settings is a `SettingsChanged`."
     p, folder = run.run_dir(method)/'synthetic'/'synthetic.json', run.run_dir(method)
     if not p.exists(): return False
-    meta = read_json(p, hint=f"delete {folder} to distil it again").get('meta')
-    meta = meta if isinstance(meta, dict) else {}
+    meta = read_json(p, 'synthetic.json', hint=f"delete {folder} to distil it again")['meta']
     check_settings(meta.get('settings'), distill_settings(run.method_cfg(method), _store(run)), p, f"use a new --out or delete {folder}")
     return ((meta.get('config') or {}).get('distill') or {}).get('iterations', 0) >= run.cfg.distill.iterations
 
@@ -174,7 +173,8 @@ def _evaluated(run:DemoRun)->bool:
 def _check_before(run:DemoRun):
     "Refuse, before any work, a budget the data cannot give and results in this folder made with other settings."
     c = run.cfg
-    check_budget(run.budget, len(load_pairs(c.data.source, 'train', c.data.max_captions, c.data.limit, c.seed)), 'distill.budget')
+    check_budget(run.budget, len(load_pairs(c.data.source, 'train', c.data.max_captions, c.data.limit, c.seed, cache_dir=c.data.cache_dir)), 'distill.budget')
+    for m in run.methods: check_distill(run.method_cfg(m).distill, c.expert.epochs)
     if not (run.layout.experts/'manifest.json').exists(): return
     pending_cells(c, _store(run).check_config(c), run.layout, _jobs(run))
     for m in run.methods: _distilled(run, m)
@@ -254,7 +254,8 @@ def report_html(title:str,            # page title
 
 # %% ../nbs/09b_report.ipynb #5d24808e
 def _log(path:Path)->list[dict]:
-    return [json.loads(l) for l in (path/'log.jsonl').read_text().splitlines() if l.strip()] if (path/'log.jsonl').exists() else []
+    f = path/'log.jsonl'
+    return [parse_json(l, f, 'log line') for l in f.read_text(encoding='utf-8').splitlines() if l.strip()] if f.exists() else []
 
 # %% ../nbs/09b_report.ipynb #f9fc01a8
 def _captions(split:EncodedSplit)->list[str]: return [c[0] for c in split.pairs.captions]
@@ -288,7 +289,7 @@ def _intro(run:DemoRun, metrics:dict)->str:
 # %% ../nbs/09b_report.ipynb #63131c9e
 def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
     "(heading, sentence, figure/HTML) of every section of the report."
-    curves, proto = _windows(run), json.loads(run.layout.prototypes.read_text())
+    curves, proto = _windows(run), read_json(run.layout.prototypes, 'prototypes.json')
     syn = {m: SyntheticSet.load(run.run_dir(m)/'synthetic') for m in run.methods}
     logs = {m: _log(run.run_dir(m)) for m in run.methods}
     first = run.methods[0]; T, M = _store(run).epochs, run.cfg.distill.expert_epochs

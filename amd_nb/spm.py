@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_spm.ipynb #a0988416
 from __future__ import annotations
-import time
+import signal, threading, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 import numpy as np
 import torch, torch.nn.functional as F
@@ -18,7 +19,7 @@ from .registry import SELECTORS, UnknownName
 # %% auto #0
 __all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
            'expert_embeddings', 'expert_features', 'clip_features', 'Selection', 'random_coreset', 'toy_blobs',
-           'prototypes', 'spm', 'herding', 'k_center', 'select', 'umap_2d']
+           'prototypes', 'spm', 'herding', 'k_center', 'select', 'numba_section', 'umap_2d']
 
 # %% ../nbs/05_spm.ipynb #25a165d7
 def joint_features(
@@ -336,6 +337,21 @@ def select(
     "Select `k` real pairs with the selector registered as `name`."
     return SELECTORS[name](features, k, seed)
 
+# %% ../nbs/05_spm.ipynb #926b924a
+@contextmanager
+def numba_section():
+    "Run a block of numba-compiled code (UMAP, pynndescent) so that a Ctrl-C it swallows is raised after it, and torch's CPU thread count is as before."
+    n, seen = torch.get_num_threads(), []
+    old = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    def on_sigint(sig, frame):
+        seen.append(sig); old(sig, frame)          # Python's handler raises KeyboardInterrupt here, where numba may swallow it
+    if callable(old): signal.signal(signal.SIGINT, on_sigint)     # (an ignored SIGINT stays ignored)
+    try: yield
+    finally:
+        if callable(old): signal.signal(signal.SIGINT, old)
+        torch.set_num_threads(n)
+    if seen: raise KeyboardInterrupt('interrupted inside numba-compiled code')
+
 # %% ../nbs/05_spm.ipynb #e1cf3e16
 def umap_2d(
     features,              # float [N, D]
@@ -343,12 +359,13 @@ def umap_2d(
     n_neighbors:int=15,    # local neighbourhood size (capped at N-1)
     min_dist:float=0.1,    # how tightly UMAP packs points
 )->torch.Tensor:           # float32 [N, 2]
-    "A 2-D UMAP embedding of the features."
-    import warnings, umap
+    "A 2-D UMAP embedding of the features (in a `numba_section`: Ctrl-C stops it, torch's thread count is kept)."
+    import warnings
     x = _as_features(features).cpu().numpy()
     if len(x) < 3: raise ValueError(f"umap_2d needs at least 3 points, got {len(x)}")
-    r = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric='euclidean',
-                  random_state=seed, init='spectral' if len(x) > 3 else 'random')
-    with warnings.catch_warnings():
+    with numba_section(), warnings.catch_warnings():
+        import umap
+        r = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric='euclidean',
+                      random_state=seed, init='spectral' if len(x) > 3 else 'random')
         warnings.filterwarnings('ignore', message='.*n_jobs value.*')
         return torch.from_numpy(r.fit_transform(x)).float()

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 
 from .data import DataError, EncodedSplit, caption_offsets
 from .models import normalize, denormalize, similarity
-from .io import atomic_write
+from .io import RunFileError, atomic_write, checked, read_json
 from .checks import check_finite
 
 # %% auto #0
@@ -187,13 +187,21 @@ def _tensors(self:SyntheticSet)->dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
 # %% ../nbs/06b_synthetic.ipynb #61c388b9
+def _check_lrs(t:dict, where, hint:str):
+    "The learned inner lrs of tensors `t` must each be one number ≥ 0 (a negative lr trains the student uphill)."
+    for k in ('lr_image', 'lr_text'):
+        if k in t and (t[k].dim() != 0 or t[k] < 0):
+            v = f"{t[k].item():.4g}" if t[k].dim() == 0 else f"of shape {list(t[k].shape)}"
+            raise SyntheticSetError(f"{where}: {k} is {v}; a learned lr is one number ≥ 0 ({hint})")
+
 @patch
 def save(self:SyntheticSet,
           path,  # folder to write (created if needed; an older set there is replaced)
          )->Path:
-    "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically; a set holding NaN or ±inf is refused (`SyntheticSetError`)."
+    "Save to `path`/synthetic.safetensors + `path`/synthetic.json, each atomically; a set holding NaN or ±inf, or a negative lr, is refused (`SyntheticSetError`)."
     path, tensors, sid = Path(path), self._tensors(), uuid.uuid4().hex
     for k, v in tensors.items(): check_finite(v, f"synthetic set to save in {path}: {k}", error=SyntheticSetError)
+    _check_lrs(tensors, f"synthetic set to save in {path}", 'not saved')
     path.mkdir(parents=True, exist_ok=True)
     header = dict(format=_FORMAT, version=_VERSION, save_id=sid, B=len(self), sim=self.meta['sim'],
                   shapes={k: list(v.shape) for k, v in tensors.items()}, meta=self.meta)
@@ -205,14 +213,14 @@ def save(self:SyntheticSet,
 def _read_header(f:Path)->dict:
     "The checked JSON header of a saved set."
     if not f.exists(): raise SyntheticSetError(f"no synthetic set at {f.parent} (missing {f})")
-    try: h = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise SyntheticSetError(f"{f} is not valid JSON: {e}") from None
+    try: h = read_json(f, None)          # any value: one that is not a set's header is named as such below
+    except RunFileError as e: raise SyntheticSetError(str(e)) from None
     fmt = h.get('format') if isinstance(h, dict) else None
     if fmt != _FORMAT: raise SyntheticSetError(f"{f} is not an amd_nb synthetic set (format {fmt!r})")
     if h.get('version') != _VERSION: raise SyntheticSetError(f"{f} has version {h.get('version')!r}; this amd_nb reads version {_VERSION}")
     miss = [k for k in ('save_id', 'B', 'sim', 'shapes', 'meta') if k not in h]
     if miss: raise SyntheticSetError(f"{f} lacks {miss}")
-    return h
+    return checked(h, 'synthetic.json', f, 'distil the set again', SyntheticSetError)
 
 # %% ../nbs/06b_synthetic.ipynb #45d4869d
 def _read_tensors(f:Path, h:dict)->dict[str, torch.Tensor]:
@@ -227,6 +235,7 @@ def _read_tensors(f:Path, h:dict)->dict[str, torch.Tensor]:
     for k, v in t.items():
         if list(v.shape) != h['shapes'][k]: raise SyntheticSetError(f"{f}: {k} has shape {list(v.shape)}, {_HEADER} says {h['shapes'][k]}")
         check_finite(v, f"{f}: {k}", 'the set is damaged; distil it again', error=SyntheticSetError)
+    _check_lrs(t, f, 'the set is damaged; distil it again')
     return t
 
 # %% ../nbs/06b_synthetic.ipynb #9e2d55fd

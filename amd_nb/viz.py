@@ -324,9 +324,10 @@ def load_comparison(
     "A comparison result, read from disk when given a path."
     if isinstance(result, dict): return result
     p = Path(result); p = p/'comparison.json' if p.is_dir() else p
-    try: res = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e: raise ValueError(f"cannot read a comparison from {p}: {e}") from None
-    if 'rows' not in res: raise ValueError(f"{p} is not a comparison.json (no 'rows')")
+    from amd_nb.io import loads
+    try: res = loads(p.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise ValueError(f"cannot read a comparison from {p}: {e}") from None
+    if not isinstance(res, dict) or not isinstance(res.get('rows'), dict): raise ValueError(f"{p} is not a comparison.json (no 'rows')")
     return res
 
 # %% ../nbs/09_viz.ipynb #c372b548

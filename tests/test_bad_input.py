@@ -17,6 +17,7 @@ from amd_nb.config import get_preset
 from amd_nb.data import embedding_cache_path, load_split
 from amd_nb.experts import TrajectoryStore, expert_file
 from amd_nb.models import recall_at_k
+from amd_nb.report import STAGES
 from amd_nb.synthetic import SyntheticSet
 
 PROGS = {'amd-buffer': cli.amd_buffer, 'amd-distill': cli.amd_distill, 'amd-eval': cli.amd_eval,
@@ -475,3 +476,318 @@ def test_dropout_runs_are_reproducible(root):
     ok(run('amd-distill', '--experts', store, '--out', root/'d3', *drop, '--set', 'distill.iterations=4'))   # resumed from iteration 2
     a, b, c = (SyntheticSet.load(root/o/'distill'/'lors'/'synthetic') for o in ('d1', 'd2', 'd3'))
     assert same_set(a, b) and same_set(a, c)
+
+
+# ================================================================ issue 21: data identity by content, every Ctrl-C honoured, hostile files named
+
+TINY_DEMO = ['--preset', 'tiny', '--set', 'eval.n_eval=2']   # the settings of `conftest.tiny_demo`
+DEEP = '[' * 100_000 + ']' * 100_000          # a JSON text nested 100,000 levels deep (Python's parser: RecursionError)
+BIG = '9' * 5000                               # a 5,000-digit integer (Python: ValueError, "Exceeds the limit")
+
+
+# ---------------------------------------------------------------- 7. the data's fingerprint is its content
+
+def test_swapped_images_of_the_same_size_are_other_data(root):
+    "The issue's reproduction: two images of the same byte size swapped, rerun: exit 0 in 1.9 s, the old experts reused."
+    f = csv_data(root/'swap')
+    a, b = root/'swap'/'00.png', root/'swap'/'04.png'           # both in the train split
+    for p, c in ((a, (200, 0, 0)), (b, (0, 0, 200))): Image.new('RGB', (8, 8), c).save(p, compress_level=0)   # stored: the size depends on the shape only
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    args = ('--data', f, '--out', root/'swap_run', '--set', 'expert.eval_every=0')
+    ok(run('amd-buffer', *args))
+    before = (root/'swap_run'/'experts'/expert_file(0)).read_bytes()
+    ok(run('amd-buffer', *args))                                  # unchanged data: the experts are reused
+    a.rename(root/'swap'/'tmp.png'); b.rename(a); (root/'swap'/'tmp.png').rename(b)
+    one_line_error('amd-buffer', run('amd-buffer', *args), f"{root/'swap_run'/'experts'} holds experts trained on other data (fingerprint")
+    assert (root/'swap_run'/'experts'/expert_file(0)).read_bytes() == before
+
+
+def test_image_rewritten_in_place_keeping_size_and_mtime(root):
+    "Same size, same modification time, new bytes: the digest cache sees the new change time and reads the file again."
+    from amd_nb.data import load_pairs
+    f, p = csv_data(root/'inplace'), root/'inplace'/'00.png'
+    Image.new('RGB', (8, 8), (200, 0, 0)).save(p, compress_level=0)
+    fp = load_pairs(f, 'train').fingerprint()
+    st = p.stat(); Image.new('RGB', (8, 8), (0, 0, 200)).save(p, compress_level=0); os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
+    assert load_pairs(f, 'train').fingerprint() != fp
+
+
+# ---------------------------------------------------------------- 8. every stage stops on Ctrl-C (exit 130) and resumes
+
+INTERRUPT = r'''
+import ctypes, os, signal, sys, importlib
+signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal (a background test run ignores SIGINT)
+stage, argv = sys.argv[1], sys.argv[2:]
+where = {'experts': ('amd_nb.experts', 'train_expert'), 'windows': ('amd_nb.mmd', 'mmd_curves'), 'distill': ('amd_nb.distill', 'Distiller.step'),
+         'evaluate': ('amd_nb.evaluate', 'train_model'), 'report': ('amd_nb.report', 'report_sections'), 'prototypes': ('umap', 'UMAP.fit_transform')}
+mod, name = where[stage]
+owner = importlib.import_module(mod)
+*path, attr = name.split('.')
+for p in path: owner = getattr(owner, p)
+orig = getattr(owner, attr)
+if stage == 'prototypes':   # as numba does when a SIGINT lands while it compiles: raised inside a ctypes callback, printed, swallowed
+    cb = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGINT) or sum(range(100)))
+    def hooked(*a, **k): cb(); return orig(*a, **k)
+else:
+    def hooked(*a, **k): os.kill(os.getpid(), signal.SIGINT); return orig(*a, **k)
+setattr(owner, attr, hooked)
+from amd_nb.cli import amd_demo
+sys.exit(amd_demo(argv))
+'''
+
+# what to remove from a finished run so that the stage has work to do again (experts: all; every later result depends on them)
+UNDONE = {'experts': ['.'], 'windows': ['experts/mmd_linear_rows_M1.json'], 'prototypes': ['prototypes.json'],
+          'distill': ['comparison/distill/lors_B8_s0'], 'evaluate': ['comparison/cells/random_B8_s0.json'], 'report': ['report.html']}
+
+
+@pytest.mark.parametrize('stage', list(UNDONE))
+def test_ctrl_c_in_every_stage_then_resume(tiny_demo, tmp_path, stage):
+    "SIGINT inside each stage of `amd-demo`: exit 130 with the resume hint; the same command then finishes with the same results."
+    out = tmp_path/'run'; shutil.copytree(tiny_demo[0], out)
+    for u in UNDONE[stage]: shutil.rmtree(out/u) if (out/u).is_dir() else (out/u).unlink()
+    assert stage == 'experts' or (out/'experts').is_dir()
+    args = [*TINY_DEMO, '--out', str(out), '--quiet']
+    r = subprocess.run([sys.executable, '-c', INTERRUPT, stage, *args], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    head = [l for l in r.stdout.splitlines() if l.startswith(f'[{STAGES.index(stage) + 1}/6]')]
+    assert r.returncode == 130 and 'amd-demo: interrupted; finished work is saved, run the same command again to resume' in r.stderr, (r.returncode, r.stderr[-2000:])
+    assert head == [f"[{STAGES.index(stage) + 1}/6] {stage} …"], r.stdout          # it stopped inside the stage
+    if stage == 'prototypes': assert 'Exception ignored' in r.stderr and not (out/'prototypes.json').exists()
+    r2 = subprocess.run([str(Path(sys.executable).parent/'amd-demo'), *args], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads((out/'metrics.json').read_text())['methods'] == json.loads((tiny_demo[0]/'metrics.json').read_text())['methods']
+    for m in ('amd', 'lors'):
+        s = out/'comparison'/'distill'/f'{m}_B8_s0'/'synthetic'
+        assert same_set(SyntheticSet.load(s), SyntheticSet.load(tiny_demo[0]/'comparison'/'distill'/f'{m}_B8_s0'/'synthetic'))
+
+
+def test_sigkill_before_the_first_checkpoint_resumes_exactly(tiny_demo, tmp_path):
+    "The issue's reproduction: SIGKILL while `amd` distils, before its first checkpoint; the rerun's sets differed by up to 6e-8 (UMAP had left torch on 2 threads)."
+    out = tmp_path/'run'; shutil.copytree(tiny_demo[0]/'experts', out/'experts')
+    args = [str(Path(sys.executable).parent/'amd-demo'), *TINY_DEMO, '--out', str(out), '--quiet']
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    log, t0 = out/'comparison'/'distill'/'amd_B8_s0'/'log.jsonl', time.time()
+    while not log.exists():
+        assert p.poll() is None and time.time() - t0 < 300
+        time.sleep(0.02)
+    p.kill(); p.wait()
+    assert not (log.parent/'checkpoint.safetensors').exists() and not (log.parent/'synthetic').exists()
+    r = subprocess.run(args, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr
+    for m in ('amd', 'lors'):
+        s = out/'comparison'/'distill'/f'{m}_B8_s0'/'synthetic'
+        assert same_set(SyntheticSet.load(s), SyntheticSet.load(tiny_demo[0]/'comparison'/'distill'/f'{m}_B8_s0'/'synthetic')), m
+    assert not list(out.rglob('*.tmp'))
+
+
+# ---------------------------------------------------------------- 9. hostile JSON: 100,000 levels deep, 5,000-digit integers, wrong types
+
+@pytest.mark.parametrize('kind', ['deep', 'bigint'])
+def test_hostile_jsonl_captions(root, kind):
+    d = root/f'jsonl_{kind}'; d.mkdir()
+    Image.new('RGB', (8, 8)).save(d/'a.png')
+    f = d/'captions.jsonl'
+    f.write_text('{"image": "a.png", "caption": "fine"}\n' + (DEEP if kind == 'deep' else '{"image": "a.png", "caption": "x", "n": ' + BIG + '}') + '\n')
+    one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc'), f"{f}:2: malformed JSON line",
+                   'nested deeper than 64 levels' if kind == 'deep' else 'an integer of 5000 digits')
+
+
+@pytest.mark.parametrize('kind', ['deep', 'bigint'])
+def test_hostile_karpathy_split_file(root, kind):
+    d = root/f'karpathy_{kind}'; d.mkdir()
+    Image.new('RGB', (8, 8)).save(d/'a.png')
+    for s in ('train', 'val', 'test'): (d/f'flickr30k_{s}.json').write_text(json.dumps([{'image': 'a.png', 'caption': 'ok', 'image_id': 1}]))
+    f = d/'flickr30k_train.json'
+    f.write_text(DEEP if kind == 'deep' else '[{"image": "a.png", "caption": "ok", "image_id": ' + BIG + '}]')
+    one_line_error('amd-buffer', run('amd-buffer', '--data', d, '--out', root/'esc'), f"{f}: malformed JSON",
+                   'nested deeper than 64 levels' if kind == 'deep' else 'an integer of 5000 digits')
+
+
+HOSTILE = {'deep': DEEP, 'bigint': '{"B": ' + BIG + '}', 'shapes-a-list': None}
+
+
+@pytest.mark.parametrize('kind', list(HOSTILE))
+def test_hostile_synthetic_json(root, base, distilled, kind):
+    s = root/f'syn_{kind}'; shutil.copytree(distilled/'synthetic', s)
+    h = s/'synthetic.json'
+    if kind == 'shapes-a-list':
+        d = json.loads(h.read_text()); d['shapes'] = list(d['shapes'].values()); h.write_text(json.dumps(d))
+    else: h.write_text(HOSTILE[kind])
+    msg = {'deep': 'not valid JSON: nested deeper than 64 levels', 'bigint': 'not valid JSON: an integer of 5000 digits',
+           'shapes-a-list': 'shapes: expected an object, got [['}[kind]
+    one_line_error('amd-eval', run('amd-eval', '--experts', base, '--out', root/'ev_hostile', s), f"{h} is damaged ({msg}")
+
+
+@pytest.mark.parametrize('kind, content, msg', [('deep', DEEP, 'not valid JSON: nested deeper than 64 levels'),
+                                                ('bigint', None, 'not valid JSON: an integer of 5000 digits'),
+                                                ('epochs-a-string', None, 'epochs: expected a whole number in [1, 1e+06], got "two"')])
+def test_hostile_manifest(root, base, kind, content, msg):
+    store = copy_store(base, root/f'mf_{kind}'); mf = store/'manifest.json'
+    if content is None:
+        text = mf.read_text()
+        content = text.replace('"epochs": 2', '"epochs": ' + BIG) if kind == 'bigint' else text.replace('"epochs": 2', '"epochs": "two"')
+        assert content != text
+    mf.write_text(content)
+    one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/f'mf_{kind}'), f"{mf} is damaged ({msg}")
+
+
+def rewrite_meta(path:Path, key:str, value:str):
+    "Rewrite the safetensors file `path` with its metadata entry `key` replaced by `value`."
+    with safe_open(str(path), framework='pt') as f: meta = f.metadata()
+    save_file(load_file(str(path)), str(path), metadata={**meta, key: value})
+
+
+@pytest.mark.parametrize('key, kind', [('metrics', 'deep'), ('metrics', 'bigint'), ('row_sums', 'deep'), ('row_sums', 'bigint'), ('row_sums', 'text-a-number')])
+def test_hostile_expert_metadata(root, base, key, kind):
+    "Read by `amd-eval` (the expert behind an SPM coreset: every epoch and its metrics) and `amd-distill` (the rows it matches); `amd-buffer` trains such an expert again." 
+    store = copy_store(base, root/f'meta_{key}_{kind}'); f = store/expert_file(0)
+    value = {'deep': DEEP, 'bigint': '{"seed": ' + BIG + '}', 'text-a-number': '{"image": [1.0, 2.0, 3.0], "text": 5}'}[kind]
+    rewrite_meta(f, key, value)
+    what = {'metrics': 'metrics', 'row_sums': 'row checksums'}[key]
+    msg = {'deep': 'not valid JSON: nested deeper', 'bigint': 'not valid JSON: an integer of 5000 digits', 'text-a-number': 'text: expected a list, got 5'}[kind]
+    prog, extra = ('amd-eval', ['spm@8']) if key == 'metrics' else ('amd-distill', [])
+    one_line_error(prog, run(prog, '--experts', store, '--out', root/f'meta_{key}_{kind}', *extra), f"{f} is damaged ({what}: {msg}", 'amd-buffer')
+
+
+@pytest.mark.parametrize('kind, msg', [('deep', 'state: not valid JSON: nested deeper than 64 levels'), ('bigint', 'state: not valid JSON: an integer of 5000 digits'),
+                                       ('iteration-two', 'state: iteration: expected a whole number in [0, 2**63), got "two"')])
+def test_hostile_checkpoint_state(root, base, distilled, kind, msg):
+    shutil.copytree(root/'mm', root/f'ck_{kind}')
+    ck = root/f'ck_{kind}'/'distill'/'lors'/'checkpoint.safetensors'
+    with safe_open(str(ck), framework='pt') as f: state = json.loads(f.metadata()['state'])
+    value = DEEP if kind == 'deep' else json.dumps({**state, 'iteration': 'two'}) if kind == 'iteration-two' else json.dumps(state).replace('"iteration": 4', '"iteration": ' + BIG)
+    rewrite_meta(ck, 'state', value)
+    one_line_error('amd-distill', run('amd-distill', '--experts', base, '--out', root/f'ck_{kind}'), f"{ck} is damaged ({msg}", f'delete {ck}')
+
+
+@pytest.mark.parametrize('kind', ['deep', 'bigint'])
+def test_hostile_stages_json_is_recomputed(tiny_demo, tmp_path, kind):
+    "`stages.json` holds only timings: a hostile one is named in a notice and started afresh (as a damaged one is), never a traceback."
+    out = tmp_path/'run'; shutil.copytree(tiny_demo[0], out)
+    (out/'stages.json').write_text(DEEP if kind == 'deep' else '{"experts": ' + BIG + '}')
+    rc, stdout, err = ok(run('amd-demo', '--out', out, '--set', 'eval.n_eval=2'))
+    assert f"{out/'stages.json'} is damaged (not valid JSON" in stdout and 'stage timings start afresh' in stdout and 'Traceback' not in err
+    assert set(json.loads((out/'stages.json').read_text())) == {'report'}
+
+
+@pytest.mark.parametrize('kind, content, msg', [('deep', DEEP, 'not valid JSON: nested deeper than 64 levels'),
+                                                ('bigint', '{"method": "random", "n": ' + BIG + '}', 'not valid JSON: an integer of 5000 digits'),
+                                                ('wrong-types', '{"settings": 5, "r_mean": "x"}', "missing key 'method'"),
+                                                ('settings-5', None, 'settings: expected an object or null, got 5'),
+                                                ('r_mean-x', None, 'runs[0].r_mean: expected a number, got "x"')])
+def test_hostile_comparison_cell(tiny_demo, tmp_path, kind, content, msg):
+    out = tmp_path/'run'; shutil.copytree(tiny_demo[0], out)
+    cell = out/'comparison'/'cells'/'random_B8_s0.json'
+    if content is None:
+        d = json.loads(cell.read_text())
+        if kind == 'settings-5': d['settings'] = 5
+        else: d['runs'][0]['r_mean'] = 'x'
+        content = json.dumps(d)
+    cell.write_text(content)
+    one_line_error('amd-demo', run('amd-demo', '--out', out, '--set', 'eval.n_eval=2'), f"{cell} is damaged ({msg}", 'delete it')
+
+
+@pytest.mark.parametrize('kind', ['deep', 'bigint'])
+def test_hostile_config_file(root, kind):
+    f = root/f'hostile_{kind}.json'
+    f.write_text(DEEP if kind == 'deep' else '{"seed": ' + BIG + '}')
+    one_line_error('amd-buffer', run('amd-buffer', '--config', f, '--out', root/'esc'), f"config file {f} is not valid JSON",
+                   'nested deeper than 64 levels' if kind == 'deep' else 'an integer of 5000 digits')
+
+
+# ---------------------------------------------------------------- 10. values: overflow, threads, devices, empty options, sections
+
+@pytest.mark.parametrize('args, msg', [
+    (['--set', 'seed=99999999999999999999999'], 'seed: 99999999999999999999999 is out of range (|value| < 2**63)'),
+    (['--set', 'seed=4294967296'], 'seed: must be in [0, 2**31), got 4294967296'),
+    (['--set', f'distill.iterations={BIG}'], "distill.iterations: cannot parse '9999999999"),
+    (['--threads', 100000], 'threads: want a number of threads in 1..'),
+    (['--device', 'cpu:9'], "device 'cpu:9': the CPU is one device (cpu or cpu:0)"),
+    (['--data', ''], '--data: empty; give a value or leave the option out'),
+    (['--out', ''], '--out: empty; give a value or leave the option out'),
+    (['--set', 'expert=1'], "'expert' is a section of settings, not a setting; set one of its keys, e.g. expert.batch_size=… (keys: batch_size, data_parallel,"),
+])
+def test_bad_values_are_named(root, args, msg):
+    out, default_out = [] if '--out' in args else ['--out', root/'values'], Path('runs/tiny')
+    existed = default_out.exists()
+    msg_line = one_line_error('amd-buffer', run('amd-buffer', *out, *args), msg)
+    assert 'valid keys here' not in msg_line
+    assert not (root/'values').exists() and default_out.exists() == existed
+
+
+def test_threads_from_the_environment(root, monkeypatch):
+    monkeypatch.setenv('AMD_NB_THREADS', '100000')
+    one_line_error('amd-buffer', run('amd-buffer', '--out', root/'values'), '$AMD_NB_THREADS: want a number of threads in 1..')
+
+
+def test_empty_method(root, base):
+    one_line_error('amd-distill', run('amd-distill', '--experts', base, '--out', root/'values', '--method', ''), '--method: empty')
+
+
+@pytest.mark.parametrize('key, value, msg', [('distill.max_start_epoch', 50, 'distill.max_start_epoch: 50 is more than the 2 start epochs experts of 2 epochs allow'),
+                                             ('distill.batch_syn', 1000, 'distill.batch_syn: 1000 pairs per inner step is more than the 8 synthetic pairs')])
+@pytest.mark.parametrize('prog', ['amd-distill', 'amd-demo'])
+def test_settings_the_experts_or_budget_cannot_honour(root, base, prog, key, value, msg):
+    "Accepted without a word before: the sync sampler clamped the start epoch, the minibatch was the whole set."
+    extra = ['--experts', base] if prog == 'amd-distill' else []
+    one_line_error(prog, run(prog, *extra, '--out', root/'honour', '--set', f'{key}={value}'), msg)
+    assert not list((root/'honour').rglob('*.safetensors'))                 # nothing trained or distilled
+
+
+# ---------------------------------------------------------------- 11. accepted silently before
+
+def test_negative_learned_lr_in_a_synthetic_set(root, base, distilled):
+    "It was trained with and scored (r_mean 9.8)."
+    s = root/'neg_lr'; shutil.copytree(distilled/'synthetic', s)
+    rewrite(s/'synthetic.safetensors', lambda t: t['lr_image'].fill_(-0.1))
+    one_line_error('amd-eval', run('amd-eval', '--experts', base, '--out', root/'ev_neg', s), f"{s/'synthetic.safetensors'}: lr_image is -0.1; a learned lr is one number ≥ 0")
+
+
+def test_nan_in_an_earlier_epoch_of_an_expert(root, base):
+    "`amd-eval` read only the last epoch; the whole file of the expert it uses is checked now."
+    store = copy_store(base, root/'nan_epoch0')
+    rewrite(store/expert_file(0), lambda t: t['image'][0, :3].fill_(float('nan')))
+    one_line_error('amd-eval', run('amd-eval', '--experts', store, '--out', root/'nan_epoch0', 'spm@8'), f"{store/expert_file(0)}: image trajectory: 3 of", 'not finite')
+
+
+def test_unterminated_csv_quote(root):
+    "The quote swallowed the rest of the file and the error said \"split 'val' is empty\"."
+    f = csv_data(root/'quote')
+    lines = f.read_text().splitlines(); lines[3] = lines[3].replace('red square', '"red square')
+    f.write_text('\n'.join(lines) + '\n')
+    one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc'), f"{f}:4: malformed CSV: a quote opened in the record on line 4 is never closed")
+
+
+def test_image_path_that_is_the_folder(root):
+    "It said \"does not exist\" of a folder."
+    f = csv_data(root/'dot', [('.', 'the folder itself', 'train')])
+    one_line_error('amd-buffer', run('amd-buffer', '--data', f, '--out', root/'esc'), "image '.' is a folder", 'not an image file')
+
+
+# ---------------------------------------------------------------- 12. disk full during amd-buffer
+
+@pytest.fixture
+def small_disk(tmp_path):
+    "A 2 MB tmpfs when this user may mount one (root), else None."
+    d = tmp_path/'tmpfs'; d.mkdir()
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(d)], capture_output=True) if os.geteuid() == 0 else None
+    yield d if r is not None and r.returncode == 0 else None
+    if r is not None and r.returncode == 0: subprocess.run(['umount', str(d)], check=True)
+
+
+def test_disk_full_during_amd_buffer(root, small_disk, monkeypatch):
+    "Was a `SafetensorError … No space left on device` traceback; now one line naming the file, and no damaged or temporary file is left."
+    if small_disk is None:      # no tmpfs here: the same error, as safetensors raises it, after 3 experts
+        from safetensors import SafetensorError
+        import amd_nb.experts as ex
+        real, n = ex.save_file, [0]
+        def full(t, p, metadata=None):
+            n[0] += 1
+            if n[0] > 3: raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+            real(t, p, metadata=metadata)
+        monkeypatch.setattr(ex, 'save_file', full)
+    out = (small_disk or root/'full_disk')/'run'
+    msg = one_line_error('amd-buffer', run('amd-buffer', '--out', out, '--set', 'expert.n_experts=20', '--set', 'expert.eval_every=0'),
+                         f"cannot write {out/'experts'}/", ': No space left on device')
+    store = TrajectoryStore(out/'experts')
+    assert 0 < len(store.finished()) < 20 and store.damaged() == {} and not list(out.rglob('*.tmp')), msg

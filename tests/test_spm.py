@@ -193,7 +193,9 @@ def test_clip_features_offline_openai_weights(tiny):
 
 def test_umap_2d(blobs):
     x, _ = blobs
+    n = torch.get_num_threads()
     u = umap_2d(x[::5], seed=0)
+    assert torch.get_num_threads() == n          # numba's OpenMP pool would have set it to the core count
     assert u.shape == (len(x[::5]), 2) and u.dtype == torch.float32 and torch.isfinite(u).all()
     assert torch.equal(u, umap_2d(x[::5], seed=0))
     assert umap_2d(x[:3]).shape == (3, 2)

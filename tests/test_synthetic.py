@@ -23,9 +23,10 @@ def make(train, budget=8, seed=0, **kw)->SyntheticSet:
     return SyntheticSet.from_real(train, random_indices(len(train), budget, g), IMAGENET_MEAN, IMAGENET_STD, 0.1, 0.05, **kw)
 
 def train_a_bit(s:SyntheticSet):
-    "Move every parameter, as distillation would."
+    "Move every parameter, as distillation would (the learned lrs stay ≥ 0)."
     with torch.no_grad():
         for p in s.parameters(): p.add_(0.1 * torch.randn_like(p))
+        for lr in (s.lr_image, s.lr_text): lr.abs_()
 
 # ---------------------------------------------------------------- initialisation
 
