@@ -16,11 +16,11 @@ from .checks import check_finite
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
-           'EFFNET_LITE_STD', 'ModelError', 'normalize', 'denormalize', 'ImageTower', 'register_image_tower',
-           'image_tower', 'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights', 'lite0_stages', 'TextTower',
-           'logits_from', 'DualEncoder', 'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad',
-           'InfoNCE', 'SoftInfoNCE', 'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim',
-           'similarity', 'recall_at_k']
+           'EFFNET_LITE_STD', 'ModelError', 'normalize', 'denormalize', 'ImageTower', 'Pointwise', 'pointwise',
+           'register_image_tower', 'image_tower', 'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights',
+           'lite0_stages', 'TextTower', 'logits_from', 'DualEncoder', 'build_dual_encoder', 'ParamLayout',
+           'functional_forward', 'flat_grad', 'InfoNCE', 'SoftInfoNCE', 'WeightedBCE', 'contrastive_loss', 'LowRankSim',
+           'FullSim', 'IdentitySim', 'similarity', 'recall_at_k']
 
 # %% ../nbs/02_models.ipynb #07d09d53
 class ModelError(RuntimeError):
@@ -105,6 +105,26 @@ def forward(self:ImageTower, x:torch.Tensor, from_features:bool=False)->torch.Te
     h = x if from_features else self.features(x)
     return self.head(_run(self.stages[self._n_frozen:], h))
 
+# %% ../nbs/02_models.ipynb #96e228ba
+class Pointwise(nn.Module):
+    "A 1×1 convolution (stride 1, one group) computed as a matrix product over channels: the numbers of `conv`, with plain `matmul` gradients."
+    def __init__(self, conv:nn.Conv2d):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        y = torch.einsum('bchw,oc->bohw', x, self.weight[:, :, 0, 0])
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+def pointwise(module:nn.Module)->int:
+    "Swap every 1×1 convolution (stride 1, one group, no padding) inside `module` for a `Pointwise` sharing its weights; returns how many."
+    n = 0
+    for name, c in list(module.named_children()):
+        if (isinstance(c, nn.Conv2d) and tuple(c.kernel_size) == (1, 1) and tuple(c.stride) == (1, 1) and c.groups == 1
+                and tuple(getattr(c, 'padding', (0, 0))) in ((0, 0), (0,))):
+            setattr(module, name, Pointwise(c)); n += 1
+        else: n += pointwise(c)
+    return n
+
 # %% ../nbs/02_models.ipynb #cfe1060e
 @patch
 def freeze_backbone(self:ImageTower,
@@ -116,7 +136,9 @@ def freeze_backbone(self:ImageTower,
         raise ValueError(f"train_stages must be in 0..{len(st) - 1}: this backbone has {len(st)} stage{'s' * (len(st) > 1)}, "
                          "and at least the first stays frozen")
     self._n_frozen = len(st) - train_stages
-    for k, s in enumerate(st): s.requires_grad_(k >= self._n_frozen)
+    for k, s in enumerate(st):
+        s.requires_grad_(k >= self._n_frozen)
+        if k >= self._n_frozen: pointwise(s)   # trained stages are differentiated twice per inner step
     return self.train(self.training)
 
 @patch

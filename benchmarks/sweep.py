@@ -91,9 +91,14 @@ def main():
             out = Path(a.out)/a.method.replace('+', '_')/name(c)
             if a.sets > 1 or k: out = out/f"s{k}"
             f = out/'sweep.json'
-            if f.exists(): rs.append(json.loads(f.read_text())); continue
             cfg = base.override(c); cfg = cfg.override({'seed': cfg.seed + k})
-            r = run_one(cfg, store, train, val, out, not a.quiet); atomic_write_json(f, r); rs.append(r)
+            want = {'distill': cfg.to_dict()['distill'], 'eval': cfg.to_dict()['eval'], 'seed': cfg.seed}
+            if f.exists():
+                r = json.loads(f.read_text())
+                if r.get('settings', want) != want:   # a result made with other --set values: never reused under these
+                    raise SystemExit(f"{f} was made with other settings; use another --out or delete {out}")
+                rs.append(r); continue
+            r = run_one(cfg, store, train, val, out, not a.quiet) | {'settings': want}; atomic_write_json(f, r); rs.append(r)
         r = merged(rs)
         cos = ' '.join(f"{t}:{d.get('image', '–')}/{d.get('text', '–')}" for t, d in sorted(r['cos_by_start'].items(), key=lambda x: int(x[0])))
         print(f"| {name(c)} | {r['r_mean']:.2f} ± {r['r_std']:.2f} | {r['models']} | {r['IR10']:.1f} | {r['TR10']:.1f} | "
