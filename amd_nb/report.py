@@ -268,7 +268,7 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
                      "and the matching loss (1 per modality = not moving; best loss = with the best scalar inner lr).",
                      alignment_table_html(metrics['alignment'])))
     secs.append(('MMD curves and windows', "Per-modality update magnitude of the experts' parameters per epoch and their ratio; "
-                 "the shaded bands are the start-epoch windows AMD samples from.", viz.mmd_figure(curves)))
+                 "below them, on the same epoch axis, the start-epoch windows AMD samples from.", viz.mmd_figure(curves)))
     for m in run.methods:
         w = _sampler_windows(run, m, syn[m])
         secs.append((f"Start epochs drawn: {m}", f"Each iteration of <code>{m}</code> drew an image and a text start epoch "
