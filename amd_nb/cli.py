@@ -240,7 +240,8 @@ def _eval(args):
     cfg = config_from_args(args)
     layout = run_layout(args); store = open_store(args, layout)
     train, test = store_splits(store, 'train', cfg.eval.split, cache_dir=cfg.data.cache_dir)
-    val = store_splits(store, 'val', cache_dir=cfg.data.cache_dir)[0] if cfg.eval.select_on_val else None
+    full_stops = 'full' in args.sets and cfg.eval.full_patience is not None   # the full split stops on val r_mean
+    val = store_splits(store, 'val', cache_dir=cfg.data.cache_dir)[0] if cfg.eval.select_on_val or full_stops else None
     sets = [_training_set(s, store, train, cfg.seed, layout.root) for s in args.sets]   # all checked before any training
     if len(labels := [l for _, l in sets]) != len(set(labels)): raise ConfigError(f"the same set given twice: {args.sets}")
     with locked('amd-eval', args):

@@ -93,10 +93,17 @@ class ModelConfig:
     norm: str = choice('instancenorm', 'instancenorm', 'batchnorm', 'none') # ConvNet normalisation
     embed_dim: int = opt(256, pos, '> 0') # joint embedding size of both towers
     pretrained: bool = opt(True) # load pretrained backbone weights where the tower has them
-    freeze_backbone: bool = opt(False) # train (and record) only the image head
+    freeze_backbone: bool = opt(False) # freeze the image backbone: only the head and the last `train_stages` stages train (and are recorded)
+    train_stages: int = opt(0, nonneg, '>= 0') # with freeze_backbone: the backbone's last K stages train too (AMD's asymmetric regime at CPU cost); 0: the head alone
+    image_head: bool = opt(True) # a linear image head on the backbone's feature; False: that feature is the embedding (the reference NFNet setting), the text head projects to its width
     text_dropout: float = opt(0.0, lambda v: 0 <= v < 1, 'in [0, 1)') # dropout in the text projection head (seeded: runs stay reproducible and resume exactly)
     temperature: float = opt(0.07, pos, '> 0') # fixed softmax temperature τ of the logits
-    def __post_init__(self): validate(self)
+    def __post_init__(self):
+        validate(self)
+        if self.train_stages and not self.freeze_backbone:
+            raise ConfigError(f"train_stages: {self.train_stages} needs freeze_backbone=true (without it the whole backbone trains)")
+        if self.freeze_backbone and not self.train_stages and not self.image_head:
+            raise ConfigError("image_head: false with a frozen backbone and train_stages 0 leaves nothing on the image side to train")
 
 # %% ../nbs/00_config.ipynb #4b7ca372
 @dataclass
@@ -145,6 +152,8 @@ class DistillConfig:
     window_image: int|None = opt(None, nonneg, '>= 0') # AMD: R_V by hand (None: from MMD dynamic sampling)
     window_text: int|None = opt(None, nonneg, '>= 0') # AMD: R_L by hand (None: from MMD dynamic sampling)
     max_gap: int|None = opt(None, nonneg, '>= 0') # AMD: bound on |t_V - t_L| (None: no bound)
+    window_rule: str = choice('intent', 'intent', 'literal') # AMD: windows from the MMD ratio by the paper's stated intent (the faster-settling modality stops before the ratio first crosses its median) or by its literal formula
+    window_map: str = choice('clamp', 'clamp', 'cap', 'scale') # AMD: MMD windows clamped to [0, T−M] (published), capped at max_start_epoch−1, or scaled so the larger is max_start_epoch−1 (ratio kept)
     mmd_kernel: str = choice('linear', 'linear', 'rbf') # MMD estimator for the windows
     mmd_samples: str = choice('rows', 'rows', 'flat') # what a parameter "sample" is: rows of each tensor, or the whole flat vector
     checkpoint_every: int = opt(50, nonneg, '>= 0') # iterations between checkpoints (0: only at the end)
@@ -157,7 +166,8 @@ class EvalConfig:
     "The retrain protocol that judges a set (DESIGN 1.8): fresh models, fixed epochs, one look at the test split."
     n_eval: int = opt(3, pos, '> 0') # fresh dual encoders trained per set (seeds differ)
     epochs: int = opt(100, pos, '> 0') # epochs on a distilled set or a coreset
-    full_epochs: int = opt(10, pos, '> 0') # epochs on the full training split
+    full_epochs: int = opt(100, pos, '> 0') # most epochs on the full training split
+    full_patience: int|None = opt(3, pos, '> 0') # the full split trains until its val r_mean has not improved for this many epochs (and at least as many SGD steps as a set gets), keeping its best-val epoch: an upper bound on any dataset size; None: `full_epochs`, no selection
     batch_size: int = opt(128, pos, '> 0') # pairs per step (a smaller set is one batch)
     lr_image: float|None = opt(None, pos, '> 0') # lr for the image tower (None: the experts' lr; distilled sets use their learned η_V)
     lr_text: float|None = opt(None, pos, '> 0') # lr for the text tower (None: the experts' lr; distilled sets use their learned η_L)

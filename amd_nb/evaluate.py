@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evaluate.ipynb #ed3a16fc
 from __future__ import annotations
-import dataclasses, json, statistics, time
+import dataclasses, json, math, statistics, time
 from pathlib import Path
 from dataclasses import dataclass, field
 import torch
@@ -110,23 +110,29 @@ def _pairs(ts:TrainingSet, model, device, inputs=None)->Pairs:
 def train_model(ts:TrainingSet,              # what to train on
                 cfg:Config,                  # `eval` section used; model/data settings are the experts'
                 seed:int,                    # seed of this model (init, row order, dropout)
-                val:EncodedSplit|None=None,  # for `select_on_val`
+                val:EncodedSplit|None=None,  # for `select_on_val`, and for the full split's stopping rule (`eval.full_patience`)
                 device=None,
                 inputs:torch.Tensor|None=None, # `ts`'s image inputs when every model shares them (a frozen backbone)
+                min_steps:int=0,             # the full split trains at least this many SGD steps (as many as the largest set gets)
                )->tuple:
     "Train one fresh dual encoder on `ts`; return (model, info)."
     device = resolve_device(cfg.device) if device is None else torch.device(device)
-    ec, lrs = cfg.eval, _lrs(ts, cfg)
+    ec, lrs, full = cfg.eval, _lrs(ts, cfg), ts.name == 'full'
+    stop = full and ec.full_patience is not None
+    if stop and val is None: raise ValueError("the full split trains until its val r_mean stops improving (eval.full_patience): pass val=, or set eval.full_patience=None")
     model = init_dual_encoder(cfg, ts.text.shape[1], seed).to(device)
     loss = contrastive_loss(ts.loss, **ts.loss_kwargs) if ts.targets is not None else InfoNCE()
-    epochs, best = (ec.full_epochs if ts.name == 'full' else ec.epochs), [-1.0, None, 0]
+    epochs, best = (ec.full_epochs if full else ec.epochs), [-1.0, None, 0]
+    least = math.ceil(min_steps / max(math.ceil(len(ts) / min(ec.batch_size, len(ts))), 1)) if stop else 0
     def keep_best(epoch, _):
         r = evaluate_retrieval(model, val, device)['r_mean']
         if r > best[0]: best[:] = [r, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch]
-    fit(model, _pairs(ts, model, device, inputs), lrs, epochs, ec.batch_size, torch.Generator().manual_seed(seed), loss,
-        ec.momentum, ec.weight_decay, on_epoch=keep_best if val is not None and ec.select_on_val else None)
+        return stop and epoch >= least and epoch - best[2] >= ec.full_patience
+    watch = val is not None and (ec.select_on_val or stop)
+    hist = fit(model, _pairs(ts, model, device, inputs), lrs, epochs, ec.batch_size, torch.Generator().manual_seed(seed), loss,
+               ec.momentum, ec.weight_decay, on_epoch=keep_best if watch else None)
     if best[1] is not None: model.load_state_dict(best[1])
-    return model.eval(), {'epochs': epochs, 'selected_epoch': best[2] if best[1] is not None else epochs, 'lrs': lrs}
+    return model.eval(), {'epochs': len(hist), 'selected_epoch': best[2] if best[1] is not None else len(hist), 'lrs': lrs}
 
 # %% ../nbs/08_evaluate.ipynb #b889b2cf
 def summarize(runs:list[dict])->dict:
@@ -152,8 +158,10 @@ def format_result(r:dict, keys=METRICS)->str:
 def evaluate_set(ts:TrainingSet,            # the set to judge
                  cfg:Config,                # eval protocol (`cfg.eval`), seed, device; model/data are the experts'
                  test:EncodedSplit,         # judged once per model, at the end
-                 val:EncodedSplit|None=None, # only for `select_on_val`
-                 progress:bool=True)->dict:
+                 val:EncodedSplit|None=None, # for `select_on_val` and the full split's stopping rule
+                 progress:bool=True,
+                 min_steps:int=0,           # the full split's least SGD steps (`train_model`)
+                )->dict:
     "Train `cfg.eval.n_eval` fresh models on `ts` and return per-run metrics and their mean ± std; a model that diverges is a `NonFiniteError`, never a score."
     runs, t0 = [], time.time()
     for what, t in (('images', ts.images), ('texts', ts.text), ('targets', ts.targets)):
@@ -164,7 +172,7 @@ def evaluate_set(ts:TrainingSet,            # the set to judge
     for k in tqdm(range(cfg.eval.n_eval), desc=f"eval {ts.name}", leave=False, disable=not progress):
         seed = cfg.seed * 1000 + 7 * k + 1
         try:
-            model, info = train_model(ts, cfg, seed=seed, val=val, inputs=inputs)
+            model, info = train_model(ts, cfg, seed=seed, val=val, inputs=inputs, min_steps=min_steps)
             runs.append({**evaluate_retrieval(model, test), 'seed': seed, **info})
         except NonFiniteError as e: raise NonFiniteError(f"set {ts.name!r}, evaluation model {k} (seed {seed}): {e}; {_diverged(ts, cfg)}") from None
     return {'name': ts.name, 'runs': runs, **summarize(runs), 'seconds': round(time.time() - t0, 2)}
@@ -286,8 +294,10 @@ def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, b
                      if (p := layout.cell(m, b, k)).exists()]
             if cells: rows[f"{m}" if m == 'full' else f"{m}@{b}"] = dict(method=m, budget=b, **_agg(cells))
     ec, dc = cfg.eval, cfg.distill
+    full = (f"the full split until its val r_mean has not improved for {ec.full_patience} epochs (at most {ec.full_epochs}, at least as many "
+            f"SGD steps as the largest set gets), keeping its best-val epoch" if ec.full_patience is not None else f"{ec.full_epochs} on the full split")
     protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
-                f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({ec.full_epochs} on the full split), batch ≤ {ec.batch_size}; "
+                f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({full}), batch ≤ {ec.batch_size}; "
                 f"distilled sets train with their learned lrs (and similarity targets and loss, where learned); "
                 f"{'model selection on val' if ec.select_on_val else 'no model selection'}; evaluated once on the {ec.split} split. "
                 f"Each coreset/distilled row: {n_syn_sets} sets (seeds {cfg.seed}..{cfg.seed + n_syn_sets - 1}) × {ec.n_eval} models. "
@@ -324,7 +334,9 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
         data, seed = store.data_config(cfg.data.cache_dir), store.config.seed
         train, judge = (load_split(data, s, progress=False, seed=seed) for s in ('train', cfg.eval.split))
         budgets = _check_counts(budgets, n_syn_sets, len(train), methods)
-        val = load_split(data, 'val', progress=False, seed=seed) if cfg.eval.select_on_val else None
+        needs_val = cfg.eval.select_on_val or ('full' in methods and cfg.eval.full_patience is not None)
+        val = load_split(data, 'val', progress=False, seed=seed) if needs_val else None
+        least = cfg.eval.epochs * math.ceil(max(budgets, default=1) / cfg.eval.batch_size)   # the SGD steps the largest set gets
         ecfg, cache = _eval_cfg(cfg, store), {}
         todo = pending_cells(cfg, store, layout, comparison_jobs(methods, budgets, n_syn_sets))   # every finished cell checked before any work
         def embeddings():                        # the first expert's embeddings, computed once per comparison
@@ -334,6 +346,6 @@ def compare(cfg:Config,                     # preset/config: distill and eval se
         for m, b, k in tqdm(todo, desc='comparison', disable=not progress):
             if m == 'full': ts, build = real_set(train), 0.0
             else: ts, build = _build_set(m, b, k, cfg, store, train, layout, progress, embeddings)
-            res = evaluate_set(ts, ecfg, judge, val, progress)
+            res = evaluate_set(ts, ecfg, judge, val, progress, min_steps=least)
             atomic_write_json(layout.cell(m, b, k), dict(method=m, budget=b, set=k, build_seconds=round(build, 2), settings=cell_settings(cfg, store, m), **res))
         return write_tables(layout, cfg, store, methods, budgets, n_syn_sets)

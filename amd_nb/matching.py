@@ -72,13 +72,14 @@ class AsyncSampler:
 # %% ../nbs/06_matching.ipynb #a34fc50b
 @patch(cls_method=True)
 def from_config(cls:AsyncSampler, dcfg, store=None):
-    "Windows from the config where given, else from MMD dynamic sampling on `store`."
-    curves = None
+    "Windows from the config where given, else from MMD dynamic sampling on `store` (rule `window_rule`, mapped by `window_map`)."
+    curves, mapped = None, (None, None)
     if dcfg.window_image is None or dcfg.window_text is None:
-        from amd_nb.mmd import mmd_windows
-        curves = mmd_windows(store, dcfg.expert_epochs, kernel=dcfg.mmd_kernel, samples=dcfg.mmd_samples)
-    R_V = dcfg.window_image if dcfg.window_image is not None else curves.R_V
-    R_L = dcfg.window_text if dcfg.window_text is not None else curves.R_L
+        from amd_nb.mmd import mmd_windows, map_windows
+        curves = mmd_windows(store, dcfg.expert_epochs, kernel=dcfg.mmd_kernel, samples=dcfg.mmd_samples, rule=dcfg.window_rule)
+        mapped = map_windows(curves.windows, dcfg.window_map, dcfg.max_start_epoch, curves.epochs, dcfg.expert_epochs)
+    R_V = dcfg.window_image if dcfg.window_image is not None else mapped[0]
+    R_L = dcfg.window_text if dcfg.window_text is not None else mapped[1]
     return cls(R_V, R_L, dcfg.max_gap, curves)
 
 # %% ../nbs/06_matching.ipynb #43fd22f4
@@ -91,12 +92,6 @@ def __call__(self:AsyncSampler, g:torch.Generator, epochs:int, expert_epochs:int
         tv, tl = _uniform(hv, g), _uniform(hl, g)
         if self.max_gap is None or abs(tv - tl) <= self.max_gap: return StartEpochs(tv, tl)
 
-# %% ../nbs/06_matching.ipynb #fbf8fc37
-def _strip(layout:ParamLayout, prefix:str)->ParamLayout:
-    "`layout` with `prefix` removed from every name (to call a submodule)."
-    assert all(n.startswith(prefix) for n in layout.names), layout.names
-    return ParamLayout([n[len(prefix):] for n in layout.names], list(layout.shapes))
-
 # %% ../nbs/06_matching.ipynb #a87f3857
 class Student:
     "A dual encoder run functionally from flat per-modality parameter vectors."
@@ -104,21 +99,19 @@ class Student:
         self.model, self.loss_fn = model, contrastive_loss(loss) if isinstance(loss, str) else loss
         self.layouts = {m: ParamLayout.of(getattr(model, m)) for m in MODALITIES}
         self.frozen = model.image.frozen
-        self._img = (model.image.head, _strip(self.layouts['image'], 'head.')) if self.frozen else (model.image, self.layouts['image'])
         model.train()
 
 # %% ../nbs/06_matching.ipynb #e8d3465a
 @patch
 def image_inputs(self:Student, images:torch.Tensor)->torch.Tensor:
-    "What the trainable image parameters consume: frozen-backbone features (graph kept) or the pixels."
-    return self.model.image.features(images) if self.frozen else images
+    "What the trainable image parameters consume: the frozen stages' features (graph kept to the pixels), or the pixels."
+    return self.model.image.features(images)
 
 # %% ../nbs/06_matching.ipynb #f9d6740e
 @patch
 def logits(self:Student, theta:dict, x:torch.Tensor, e:torch.Tensor)->torch.Tensor:
     "Logits [b, b] of the student at `theta` on image inputs `x` and text embeddings `e`."
-    mod, lay = self._img
-    img = torch.func.functional_call(mod, lay.unflatten(theta['image']), (x,))
+    img = torch.func.functional_call(self.model.image, self.layouts['image'].unflatten(theta['image']), (x,), {'from_features': True})
     txt = torch.func.functional_call(self.model.text, self.layouts['text'].unflatten(theta['text']), (e,))
     return logits_from(img, txt, self.model.temperature)
 

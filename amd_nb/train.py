@@ -68,7 +68,7 @@ def image_inputs(model:DualEncoder, images:torch.Tensor, device, batch_size:int=
 # %% ../nbs/02c_train.ipynb #a8da6b0e
 def encode_images(model:DualEncoder, inputs:torch.Tensor)->torch.Tensor:
     "Image embeddings from `image_inputs` output."
-    return model.image.head(inputs) if model.image.frozen else model.image(inputs)
+    return model.image(inputs, from_features=True)
 
 # %% ../nbs/02c_train.ipynb #ddf04aa2
 @torch.no_grad()
@@ -119,7 +119,7 @@ def fit(model:DualEncoder,
         momentum:float=0.0,           # SGD momentum
         weight_decay:float=0.0,       # SGD weight decay
         sharded:bool=False,           # all ranks train this model together (see `batch_loss`)
-        on_epoch=None,                # `on_epoch(epoch, mean_loss)` after every epoch
+        on_epoch=None,                # `on_epoch(epoch, mean_loss)` after every epoch; returning True stops the training there
        )->list[float]:                # mean training loss of each epoch
     "Train `model` on `pairs` with SGD, one pass over the rows per epoch; a non-finite loss or parameter is a `NonFiniteError`."
     loss, opt = loss or InfoNCE(), _optimizer(model, lrs, momentum, weight_decay)
@@ -141,5 +141,5 @@ def fit(model:DualEncoder,
                 opt.step(); tot += v * len(rows)
             for p in params: check_finite(p.detach(), f"the model's parameters after epoch {epoch}")
             hist.append(tot / n)
-            if on_epoch is not None: on_epoch(epoch, hist[-1])
+            if on_epoch is not None and on_epoch(epoch, hist[-1]) is True: break
     return hist

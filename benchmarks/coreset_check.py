@@ -12,7 +12,7 @@
    - the same B images with *all* their captions (≈ 4.8 B rows: the convention the comparison does not use);
    - random coresets of 2B, 4B and 8B pairs, and the full split: the learning curve the B row sits on.
 """
-import argparse, os, statistics, warnings
+import argparse, math, os, statistics, warnings
 warnings.filterwarnings('ignore')
 
 def pairing_errors(ts, train)->tuple[int, list]:
@@ -46,10 +46,10 @@ def main():
     store = TrajectoryStore(a.experts)
     cfg = get_preset(a.preset).override({'eval.split': a.split})
     data, seed = store.data_config(cfg.data.cache_dir), store.config.seed
-    train, judge = (load_split(data, s, progress=False, seed=seed) for s in ('train', a.split))
+    train, judge, val = (load_split(data, s, progress=False, seed=seed) for s in ('train', a.split, 'val'))
     ecfg = _eval_cfg(cfg, store)
     def score(sets)->str:
-        r = [run['r_mean'] for ts in sets for run in evaluate_set(ts, ecfg, judge, progress=False)['runs']]
+        r = [run['r_mean'] for ts in sets for run in evaluate_set(ts, ecfg, judge, val, progress=False, min_steps=ecfg.eval.epochs * math.ceil(B / ecfg.eval.batch_size))['runs']]
         return f"{statistics.fmean(r):5.1f} ± {statistics.pstdev(r):.1f}  ({len(r)} models)"
 
     B, k = a.budget, range(a.sets)
@@ -75,6 +75,6 @@ def main():
     print(f"| the same {B} images with all their captions | {statistics.fmean(len(t) for t in allc):.0f} | {score(allc)} |")
     for m in (2, 4, 8):
         if m * B <= len(train): print(f"| random@{m * B} | {m * B} | {score([coreset_of('random', train, m * B, cfg.seed + s)[0] for s in k])} |")
-    print(f"| full split ({cfg.eval.full_epochs} epochs) | {len(train.text)} | {score([real_set(train)])} |")
+    print(f"| full split (until val r_mean stops improving) | {len(train.text)} | {score([real_set(train)])} |")
 
 if __name__ == '__main__': main()

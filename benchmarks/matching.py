@@ -5,9 +5,11 @@
 
 Each (engine, syn_steps) cell runs in its own process, one after the other in this run, so the two
 engines are measured side by side under the same load. Per cell: the median wall time of an outer
-iteration, the time of the same number of plain student training steps on the same minibatches
-(the floor: no meta-gradient at all), and the process's peak RSS (also above its RSS just before
-the first iteration). `--agreement` prints the cosine similarity of the `tesla` and `unroll`
+iteration; the floor, what an iteration cannot avoid in the store's regime: N plain student training
+steps on the same minibatches (no meta-gradient) plus one forward and backward pass of the synthetic
+batch through the whole image tower, its frozen and its trained parts (pixels to embedding and back);
+and the process's peak RSS (also above its RSS just before the first iteration). The store decides the
+regime (head only, or the last `model.train_stages` stages of the trunk trained too). `--agreement` prints the cosine similarity of the `tesla` and `unroll`
 gradients on the same experts for several N and inner lrs.
 """
 import argparse, json, os, resource, statistics as st, subprocess, sys, time, warnings
@@ -28,7 +30,7 @@ def child(a):
     cfg = get_preset(a.preset).override({'distill.engine': a.engine, 'distill.syn_steps': a.n, 'distill.method': a.method})
     d = Distiller(cfg, store, train, progress=False)
     d.step()                                                  # warm-up (allocator, lazy imports)
-    base = rss_mib(); times, floors = [], []
+    base = rss_mib(); times, floors, passes = [], [], []
     for _ in range(a.iters):
         t0 = time.perf_counter(); d.step(); times.append(time.perf_counter() - t0)
         # floor: N plain SGD steps of the same student on minibatches of the same size
@@ -42,8 +44,11 @@ def child(a):
             gs, _ = d.student.grads(theta, x[idx], e[idx], tg)
             theta = {m: theta[m] - 0.1 * gs[m] for m in MODALITIES}
         floors.append(time.perf_counter() - t0)
+        px = d.syn.images.detach().requires_grad_(True)   # one forward and backward of the batch through the whole image tower
+        t0 = time.perf_counter(); d.student.model.image(px).square().sum().backward(); passes.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(engine=a.engine, n=a.n, sec=st.median(times), floor=st.median(floors), peak=peak, base=base)))
+    print(json.dumps(dict(engine=a.engine, n=a.n, sec=st.median(times), steps=st.median(floors), fb=st.median(passes),
+                          floor=st.median(floors) + st.median(passes), peak=peak, base=base)))
 
 def agreement(a):
     import torch
@@ -82,7 +87,11 @@ def main():
     a = ap.parse_args()
     if a.agreement: return agreement(a)
     if a.child: a.engine, a.n = a.child[0], int(a.child[1]); return child(a)
-    print(f"preset {a.preset}, method {a.method}, experts {a.experts}, {a.iters} timed iterations per cell (median), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} on {os.cpu_count()} cores")
+    from amd_nb.experts import TrajectoryStore
+    m = TrajectoryStore(a.experts).config.model
+    regime = 'head only' if m.freeze_backbone and not m.train_stages else f"last {m.train_stages} stages + head" if m.freeze_backbone else 'whole backbone'
+    print(f"preset {a.preset}, method {a.method}, experts {a.experts} ({m.image_tower}, {regime}), {a.iters} timed iterations per cell (median), "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} on {os.cpu_count()} cores")
     rows = []
     for n in a.steps:
         for eng in ('unroll', 'tesla'):
@@ -90,10 +99,10 @@ def main():
                                 '--iters', str(a.iters), '--child', eng, str(n)], capture_output=True, text=True)
             if r.returncode: print(r.stderr[-2000:]); sys.exit(1)
             rows.append(json.loads(r.stdout.strip().splitlines()[-1])); print(rows[-1], flush=True)
-    print('\n| engine | syn_steps | s / iteration | floor (N plain steps) s | ratio to floor | peak RSS MiB | peak − pre-run RSS MiB |')
-    print('|---|---|---|---|---|---|---|')
+    print('\n| engine | syn_steps | s / iteration | N plain steps s | tower fwd+bwd s | floor s | ratio to floor | peak RSS MiB | peak − pre-run RSS MiB |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['engine']} | {r['n']} | {r['sec']:.3f} | {r['floor']:.3f} | {r['sec']/r['floor']:.1f}× | {r['peak']:.0f} | {r['peak']-r['base']:.0f} |")
+        print(f"| {r['engine']} | {r['n']} | {r['sec']:.3f} | {r['steps']:.3f} | {r['fb']:.3f} | {r['floor']:.3f} | {r['sec']/r['floor']:.1f}× | {r['peak']:.0f} | {r['peak']-r['base']:.0f} |")
     for eng in ('unroll', 'tesla'):
         by = {r['n']: r for r in rows if r['engine'] == eng}
         if 10 in by and 40 in by: print(f"{eng}: peak RSS at 40 steps / at 10 steps = {by[40]['peak']/by[10]['peak']:.2f} (above pre-run RSS: {(by[40]['peak']-by[40]['base'])/max(1e-9, by[10]['peak']-by[10]['base']):.2f})")

@@ -143,3 +143,27 @@ def test_progress_bar_is_silent_on_a_finished_run(capsys):
     assert bar.bar is None and 'distill lors' not in capsys.readouterr().err
     d.iteration = 10; bar.on_start(d); bar.on_end(d)
     assert 'distill lors' in capsys.readouterr().err                  # an unfinished run still shows its bar
+
+
+def test_asymmetric_regime_end_to_end(tmp_path):
+    "The last stage of a frozen trunk trains with the heads: experts record it, the student matches it, evaluation models train it."
+    from amd_nb.evaluate import synthetic_set, evaluate_set
+    from amd_nb.models import MODALITIES
+    cfg = get_preset('tiny').override({'expert.eval_every': 0, 'expert.epochs': 3, 'model.freeze_backbone': True, 'model.train_stages': 1,
+                                      'distill.iterations': 3, 'distill.method': 'amd', 'distill.window_map': 'cap'})
+    train = load_split(cfg.data, 'train', progress=False)
+    store = train_experts(cfg, tmp_path/'experts', train, progress=False)
+    names = store.layouts['image'].names
+    assert names[-2:] == ['head.weight', 'head.bias'] and all(n.startswith(('backbone.block2.', 'head.')) for n in names)
+    assert any(n.startswith('backbone.block2.') for n in names)            # the trained stage is recorded ...
+    tr = store[0]
+    assert (tr.image[-1] - tr.image[0]).abs().max() > 0                    # ... and moves
+    d = Distiller(cfg, store, train, tmp_path/'run', progress=False)
+    assert d.student.frozen and d.student.image_inputs(d.syn.images).shape[1] == cfg.model.width   # block1's feature maps
+    before = d.syn.images.detach().clone()
+    syn = d.run()
+    assert not torch.equal(syn.images.detach(), before)                    # pixel gradients pass through the trained stage
+    rows = [json.loads(l) for l in (tmp_path/'run'/'log.jsonl').read_text().splitlines()]
+    assert all(r['ok'] and max(r['t_image'], r['t_text']) <= 0 for r in rows)   # cap at max_start_epoch − 1 = 0 (tiny preset)
+    res = evaluate_set(synthetic_set(syn), cfg, load_split(cfg.data, 'test', progress=False), progress=False)
+    assert res['n'] == cfg.eval.n_eval and all(0 <= r['r_mean'] <= 100 for r in res['runs'])

@@ -157,7 +157,8 @@ def test_settings_get_their_own_files(store):
         warnings.simplefilter('ignore')                                           # tiny tensors: unbiased RBF may dip below 0
         assert mmd_windows(store, kernel='rbf').unbiased is True
     assert mmd_windows(store, kernel='rbf', unbiased=False).unbiased is False
-    assert {p.name for p in store.path.glob('mmd_*.json')} == {'mmd_linear_rows_M1.json', 'mmd_rbf_rows_M1.json', 'mmd_rbf-biased_rows_M1.json'}
+    assert {p.name for p in store.path.glob('mmd_*.json')} == {'mmd_linear_rows_M1_intent.json', 'mmd_rbf_rows_M1_intent.json', 'mmd_rbf-biased_rows_M1_intent.json'}
+    assert mmd_windows(store, rule='literal').rule == 'literal' and (store.path/'mmd_linear_rows_M1.json').exists()   # each rule its own file
 
 def test_recompute_after_new_expert(store, tiny):
     _, train = tiny

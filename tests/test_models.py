@@ -28,7 +28,7 @@ def test_functional_dual_encoder(norm, frozen):
     x, e = torch.randn(6, 3, 16, 16), torch.randn(6, 12)
     lay = _check_functional(m, x, e, loss=InfoNCE())
     if frozen: assert [n for n in lay.names if n.startswith('image.')] == ['image.head.weight', 'image.head.bias']
-    else: assert 'image.backbone.0.weight' in lay.names
+    else: assert 'image.backbone.block1.0.weight' in lay.names
     _check_functional(m.image, x); _check_functional(m.text, e)
 
 
@@ -96,10 +96,12 @@ def test_register_tiny_tower():
 def test_efficientnet_lite0_pretrained_offline():
     t = image_tower('efficientnet_lite0', 16, 64, ModelConfig(pretrained=True))
     sd = torch.load(efficientnet_lite0_weights(), map_location='cpu', weights_only=True)
-    for k in ['_conv_stem.weight', '_blocks.5._depthwise_conv.weight', '_bn1.running_var']:
-        assert torch.equal(t.backbone.state_dict()[k], sd[k]), k
+    ours = t.backbone.state_dict()   # the same weights, regrouped into stages (stem, stage1..7, head)
+    for k, r in [('stem.0.weight', '_conv_stem.weight'), ('stage4.0._depthwise_conv.weight', '_blocks.5._depthwise_conv.weight'),
+                 ('stage7.0._project_conv.weight', '_blocks.15._project_conv.weight'), ('head.1.running_var', '_bn1.running_var')]:
+        assert torch.equal(ours[k], sd[r]), k
+    assert sum(v.numel() for v in ours.values()) == sum(v.numel() for k, v in sd.items() if not k.startswith('_fc'))
     assert t.mean == EFFNET_LITE_MEAN and t.feat_dim == 1280
-    assert not any(k.startswith('_fc') for k in t.backbone.state_dict())
     t.eval()
     with torch.no_grad(): y = t(torch.randn(2, 3, 64, 64))
     assert y.shape == (2, 16) and torch.isfinite(y).all()
@@ -229,3 +231,35 @@ def test_recall_perfect_and_chunked(monkeypatch):
     orig = M._chunked_ranks
     monkeypatch.setattr(M, '_chunked_ranks', lambda s, f, chunk=1024: orig(s, f, chunk=7))
     assert recall_at_k(img, txt.flip(0), ci.flip(0)) == r
+
+
+@pytest.mark.parametrize('stages', [1, 2])
+def test_efficientnet_lite0_trained_stages(stages):
+    "The last stages of a frozen Lite0 train with the head: the student (from the frozen stages' features) equals the module, pixel gradients pass through, batch norms keep their statistics."
+    from amd_nb.matching import Student
+    torch.manual_seed(0)
+    m = build_dual_encoder(ModelConfig(image_tower='efficientnet_lite0', embed_dim=8, pretrained=True, freeze_backbone=True, train_stages=stages), 6, 32)
+    st = Student(m, 'infonce')
+    names = st.layouts['image'].names
+    assert {n.split('.')[1] for n in names if n.startswith('backbone.')} == ({'head'} if stages == 1 else {'head', 'stage7'})
+    bn = [mod for mod in m.image.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    stats = [b.running_mean.clone() for b in bn]
+    x, e = torch.randn(4, 3, 32, 32, requires_grad=True), torch.randn(4, 6)
+    theta = {k: st.layouts[k].flatten(getattr(m, k)) for k in ('image', 'text')}
+    feats = st.image_inputs(x)
+    torch.testing.assert_close(st.logits(theta, feats, e), m(x, e), rtol=1e-5, atol=1e-5)
+    gs, _ = st.grads(theta, feats, e, create_graph=True)
+    assert gs['image'].abs().sum() > 0
+    (gx,) = torch.autograd.grad(gs['image'].square().sum(), x)                 # second order, into the pixels
+    assert gx.abs().sum() > 0
+    assert all(torch.equal(b.running_mean, s) for b, s in zip(bn, stats))      # nothing written into the running statistics
+
+
+def test_train_stages_needs_a_frozen_backbone():
+    from amd_nb.config import ConfigError
+    with pytest.raises(ConfigError, match='train_stages: 2 needs freeze_backbone=true'): ModelConfig(train_stages=2)
+    with pytest.raises(ConfigError, match='leaves nothing on the image side to train'): ModelConfig(freeze_backbone=True, image_head=False)
+    with pytest.raises(ConfigError, match=r'model.train_stages: convnet: train_stages must be in 0..2'):
+        build_dual_encoder(ModelConfig(width=4, depth=3, freeze_backbone=True, train_stages=3), 6, 16)
+    m = build_dual_encoder(ModelConfig(width=4, depth=3, image_head=False, freeze_backbone=True, train_stages=1), 6, 16)
+    assert m.image.embed_dim == m.text.embed_dim == 4 * 2 * 2                   # no image head: the text head projects to the feature's width
