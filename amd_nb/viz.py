@@ -198,7 +198,7 @@ def mmd_figure(
     fig.update_yaxes(title='MMD' + ('²' if curves.kernel == 'rbf' else ''), row=1, col=1)
     fig.update_yaxes(title='ratio', row=2, col=1)
     title = '; '.join(f"{k + ': ' if k else ''}R_V = {v[0]}, R_L = {v[1]}" for k, v in sets.items())
-    own = '' if list(sets.values()) == [tuple(curves.windows)] else f" (the curves give {curves.R_V}, {curves.R_L})"
+    own = '' if tuple(curves.windows) in sets.values() else f" (the curves give {curves.R_V}, {curves.R_L})"
     return fig.update_layout(height=600 + 40 * (len(sets) - 1), title=f"MMD dynamic sampling: {title}{own}, M = {curves.expert_epochs}")
 
 # %% ../nbs/09_viz.ipynb #25a65d09
