@@ -268,8 +268,9 @@ def sampling_figure(
     for m, sym in (('image', 'circle'), ('text', 'diamond-open')):
         fig.add_scatter(x=it, y=[r[f"t_{m}"] for r in history], mode='markers', name=f"t_{m}",
                         marker=dict(color=COLORS[m], symbol=sym, size=6 if m == 'image' else 8), row=1, col=2)
-    fig.update_xaxes(title='image start epoch t_V', dtick=1, row=1, col=1)
-    fig.update_yaxes(title='text start epoch t_L', dtick=1, scaleanchor='x', row=1, col=1)
+    grid = dict(dtick=1, range=[-0.5, n - 0.5], constrain='domain')    # square cells by shrinking the panel, not by widening the axes to −2…
+    fig.update_xaxes(title='image start epoch t_V', **grid, row=1, col=1)
+    fig.update_yaxes(title='text start epoch t_L', scaleanchor='x', **grid, row=1, col=1)
     fig.update_xaxes(title='iteration', **_whole_ticks(max(it, default=0)), row=1, col=2)
     fig.update_yaxes(title='start epoch', dtick=1, range=[-0.5, n - 0.5], row=1, col=2)
     return fig.update_layout(height=420)
@@ -307,6 +308,13 @@ def _panel_legends(fig:go.Figure, rows:int):
         top = fig.layout[f"yaxis{i if i > 1 else ''}"].domain[1]
         fig.update_layout({f"legend{i if i > 1 else ''}": dict(x=1.02, xanchor='left', y=top, yanchor='top', tracegroupgap=2)})
 
+# %% ../nbs/09_viz.ipynb #63772c32
+def _log_scale(history:list[dict], keys:list)->bool:
+    "Whether a panel of `keys` reads better on a log axis: similarity statistics, none negative, the positive ones spanning more than a factor 10 (a 0 — S = I before its first step — is left out)."
+    y = np.concatenate([_series(history, k)[1] for k in keys]) if history else np.array([])
+    y = y[np.isfinite(y)]; p = y[y > 0]
+    return keys[0].startswith('sim_') and p.size > 0 and bool((y >= 0).all()) and p.max() > 10 * p.min()
+
 # %% ../nbs/09_viz.ipynb #f8373dc0
 def run_figure(
     history:list[dict],   # distillation records (`Distiller.history`, or the lines of `log.jsonl`)
@@ -319,7 +327,8 @@ def run_figure(
         for key, name, line in traces:
             x, y = _series(history, key)
             fig.add_scatter(x=x, y=y, mode='lines', name=name, line=line, legend=legend(i), row=i, col=1)
-        fig.update_yaxes(title=ytitle, row=i, col=1)
+        log = _log_scale(history, [k for k, *_ in traces])
+        fig.update_yaxes(title=ytitle + (' (log)' if log else ''), type='log' if log else None, exponentformat='power' if log else None, row=i, col=1)
     x, y = _rejected(history)
     fig.add_scatter(x=x, y=y, mode='markers', name='rejected', marker=dict(symbol='x', size=10, color=COLORS['rejected']), legend='legend', row=1, col=1)
     fig.update_xaxes(**_whole_ticks(max((r['iteration'] for r in history), default=0)))
@@ -723,7 +732,8 @@ def window_figure(
     n = len(P)
     fig = go.Figure(go.Heatmap(z=P.T.tolist(), x=list(range(n)), y=list(range(n)), name='distribution', colorscale='Blues', zmin=0,
                                hovertemplate='t_V=%{x}, t_L=%{y}: p=%{z:.3f}<extra></extra>'))
-    fig.update_xaxes(title='image start epoch t_V', dtick=1).update_yaxes(title='text start epoch t_L', dtick=1, scaleanchor='x')
+    grid = dict(dtick=1, range=[-0.5, n - 0.5], constrain='domain')
+    fig.update_xaxes(title='image start epoch t_V', **grid).update_yaxes(title='text start epoch t_L', scaleanchor='x', **grid)
     return fig.update_layout(title=_window_title(P, R_V, R_L, max_gap), width=440, height=420)
 
 # %% ../nbs/09_viz.ipynb #6b77eb23

@@ -202,11 +202,13 @@ def test_run_figure_reads_at_a_glance():
         assert fig.layout[key].y == fig.layout[f"yaxis{i if i > 1 else ''}"].domain[1]
     s = [t for t in fig.data if t.legend == 'legend4']
     assert len({(t.line.color, t.line.dash) for t in s}) == 3 and not {t.line.color for t in s} & {'grey', 'black', '#333333'}
+    assert fig.layout.yaxis4.type == 'log' and fig.layout.yaxis4.title.text == 'value (log)'   # 1 and 0.01 on one axis: both readable
     assert run_figure([record(i) for i in range(1, 301)]).layout.xaxis.dtick is None     # long runs: plotly's own ticks
 
 def test_sampling_figure_axes_are_whole_start_epochs():
     fig = sampling_figure([record(i, 0, 0) for i in (1, 2, 3)], epochs=3)   # a sync run that only drew 0
     assert fig.layout.yaxis2.range == (-0.5, 2.5) and fig.layout.xaxis2.dtick == 1
+    assert fig.layout.xaxis.range == fig.layout.yaxis.range == (-0.5, 2.5) and fig.layout.xaxis.constrain == 'domain'   # no −1 on the heatmap
 
 # ---------------------------------------------------------------- synthetic images
 
