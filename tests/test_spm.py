@@ -199,6 +199,7 @@ def test_umap_2d(blobs):
     assert umap_2d(x[:3]).shape == (3, 2)
     with pytest.raises(ValueError, match='at least 3 points'): umap_2d(x[:2])
 
+@pytest.mark.slow   # compiles umap-learn from scratch into an empty cache: ~1-3 min on 2 cores
 def test_umap_2d_keeps_torch_threads_and_caches_compiled_code(blobs, tmp_path):
     "numba's OpenMP start-up put torch on one thread per core (a distillation after it ran ~8x slower on 2 shared cores); "
     "umap-learn's compiled code persists across processes in `numba_cache_dir()`."
