@@ -4,35 +4,53 @@
 
 # %% ../nbs/10_cli.ipynb #727c7932
 from __future__ import annotations
-import argparse, json, os, re, sys, time
+import argparse, json, os, re, sys, textwrap, time
 from pathlib import Path
 from .config import Config, ConfigError, PRESETS, get_preset, load_config, resolve_device, set_threads
 from .io import RunLayout, parse_json
+from . import __version__
 
 # %% auto #0
-__all__ = ['base_parser', 'config_from_args', 'run_layout', 'locked', 'open_store', 'store_splits', 'expected_errors', 'run_cli',
-           'amd_buffer', 'amd_distill', 'amd_compare', 'amd_eval', 'amd_demo']
+__all__ = ['OPTION_KEYS', 'base_parser', 'config_from_args', 'resolved_config', 'config_yaml', 'run_layout', 'locked',
+           'open_store', 'store_splits', 'expected_errors', 'run_cli', 'amd_buffer', 'amd_distill', 'amd_compare',
+           'amd_eval', 'amd_demo']
 
 # %% ../nbs/10_cli.ipynb #53ca9d6f
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    "Show an option's default in `--help` unless it is empty or its help already says it."
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    "Show an option's default in `--help` (a list as its items) unless it is empty or its help already says it; keep the examples' lines."
     def _get_help_string(self, action):
-        if 'default' in (action.help or '') or action.default in (None, False, [], argparse.SUPPRESS): return action.help
+        h = action.help or ''
+        if 'default' in h or action.default in (None, False, [], argparse.SUPPRESS): return action.help
+        if isinstance(action.default, (list, tuple)): return h + ' (default: ' + ' '.join(map(str, action.default)).replace('%', '%%') + ')'
         return super()._get_help_string(action)
 
+# %% ../nbs/10_cli.ipynb #83afb58e
+class _SetsKey(argparse.Action):
+    "An option that is short for `--set KEY=VALUE` (`key=` given to `add_argument`), applied in command-line order with the `--set`s."
+    def __init__(self, *args, key:str, **kwargs): super().__init__(*args, **kwargs); self.key = key
+    def __call__(self, parser, ns, value, option_string=None):
+        setattr(ns, self.dest, value); ns.overrides = [*(ns.overrides or []), f"{self.key}={value}"]
+
 # %% ../nbs/10_cli.ipynb #7f473378
-def base_parser(prog:str, description:str, default_preset:str='demo')->argparse.ArgumentParser:
+def base_parser(prog:str, description:str, default_preset:str='demo',
+                examples:str|None=None, # example command lines, one per line (the end of `--help`)
+               )->argparse.ArgumentParser:
     "An argument parser with the options every amd_nb command shares."
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Help,
+                                epilog='examples:\n' + textwrap.indent(examples.strip(), '  ') if examples else None)
+    p.add_argument('--version', action='version', version=f"%(prog)s {__version__}")
     p.add_argument('--preset', default=default_preset, choices=sorted(PRESETS), help='starting settings')
     p.add_argument('--config', metavar='FILE', help='YAML/JSON/TOML config applied on top of the preset')
     p.add_argument('--set', metavar='KEY=VALUE', action='append', default=[], dest='overrides',
                    help='override one setting, e.g. --set expert.epochs=5 (repeatable)')
+    p.add_argument('--seed', type=int, metavar='N', action=_SetsKey, key='seed',
+                   help=f"master seed of experts, selections and distillation (sets seed; default: the preset's, {get_preset(default_preset).seed} in {default_preset})")
     p.add_argument('--data', metavar='SOURCE', help='"emoji", a Karpathy-layout root, or a folder/CSV/JSONL of pairs (sets data.source)')
     p.add_argument('--device', help='"auto", "cpu", "cuda" or "cuda:N" (sets device)')
     p.add_argument('--out', metavar='DIR', help='output folder (default: runs/<preset>)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.add_argument('--threads', type=int, metavar='N', help='torch CPU threads (default: $AMD_NB_THREADS, else 1 on a machine with ≤ 4 cores, else all)')
+    p.add_argument('--print-config', action='store_true', help='print the resolved config as YAML and exit (nothing runs)')
     return p
 
 # %% ../nbs/10_cli.ipynb #e6b55df7
@@ -49,6 +67,20 @@ def config_from_args(args)->Config:
     cfg = cfg.override(sets)
     resolve_device(cfg.device)
     return cfg
+
+# %% ../nbs/10_cli.ipynb #05bfb9c4
+OPTION_KEYS = {'method': 'distill.method', 'budget': 'distill.budget'}   # options of single commands that set one config key
+
+def resolved_config(args)->Config:
+    "The config a command runs with: `config_from_args`, then the command's own options of `OPTION_KEYS`."
+    cfg = config_from_args(args)
+    sets = {key: v for opt, key in OPTION_KEYS.items() if (v := getattr(args, opt, None)) is not None}
+    return cfg.override(sets) if sets else cfg
+
+def config_yaml(cfg:Config)->str:
+    "`cfg` as YAML, sections in their order."
+    import yaml
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
 
 # %% ../nbs/10_cli.ipynb #e8ce6298
 def run_layout(args)->RunLayout:
@@ -97,6 +129,7 @@ def expected_errors()->tuple:
 def run_cli(prog:str, body, args)->int:
     "Run `body(args)`, turning expected errors into a one-line message and an exit status."
     try:
+        if getattr(args, 'print_config', False): print(config_yaml(resolved_config(args)), end=''); return 0
         set_threads(getattr(args, 'threads', None), say=_notice(prog))
         body(args); return 0
     except expected_errors() as e:
@@ -121,7 +154,11 @@ def _buffer(args):
 # %% ../nbs/10_cli.ipynb #ddf0cc04
 def amd_buffer(argv:list[str]|None=None)->int:
     "Train (or resume) a buffer of expert trajectories: `amd-buffer --preset demo --out runs/demo`."
-    p = base_parser('amd-buffer', 'Train expert trajectories (resumes an interrupted run in the same --out).')
+    p = base_parser('amd-buffer', 'Train expert trajectories (resumes an interrupted run in the same --out).', examples='''
+amd-buffer --preset demo --out runs/demo
+amd-buffer --preset tiny --seed 1 --set expert.n_experts=4 --out runs/tiny
+amd-buffer --preset flickr30k --data /data/flickr30k --device cuda --out runs/f30k
+torchrun --standalone --nproc_per_node 8 --no-python amd-buffer --preset flickr30k --data /data/flickr30k --device cuda --out runs/f30k''')
     return run_cli('amd-buffer', _buffer, p.parse_args(argv))
 
 # %% ../nbs/10_cli.ipynb #b2725105
@@ -142,8 +179,13 @@ def _distill(args):
 # %% ../nbs/10_cli.ipynb #6f914cb7
 def amd_distill(argv:list[str]|None=None)->int:
     "Distil expert trajectories into a synthetic set: `amd-distill --preset demo --method lors --out runs/demo`."
-    p = base_parser('amd-distill', 'Distil expert trajectories into a synthetic image-text set (resumes from the checkpoint in the same --out).')
-    p.add_argument('--method', help='distillation method (sets distill.method), e.g. mtt_vl, lors')
+    from amd_nb.registry import METHODS
+    p = base_parser('amd-distill', 'Distil expert trajectories into a synthetic image-text set (resumes from the checkpoint in the same --out).', examples='''
+amd-distill --preset demo --method amd --out runs/demo
+amd-distill --preset demo --method lors --seed 1 --set distill.iterations=1000 --out runs/demo
+amd-distill --preset demo --method amd --print-config''')
+    p.add_argument('--method', metavar='METHOD', help=f"distillation method (sets distill.method): {', '.join(METHODS)} "
+                                                      f"(default: the preset's, {get_preset('demo').distill.method} in demo)")
     p.add_argument('--experts', metavar='DIR', help='trajectory store (default: <out>/experts)')
     return run_cli('amd-distill', _distill, p.parse_args(argv))
 
@@ -159,10 +201,13 @@ def _compare(args):
 # %% ../nbs/10_cli.ipynb #ef4e9ea9
 def amd_compare(argv:list[str]|None=None)->int:
     "Compare full data, coresets and distillation methods: `amd-compare --preset demo --budgets 50 100 --out runs/demo`."
-    p = base_parser('amd-compare', 'Compare full data, coresets and distilled sets under one retrain protocol (resumable).')
-    p.add_argument('--budgets', type=int, nargs='+', default=[50, 100], help='synthetic pairs per set')
-    p.add_argument('--n-syn-sets', type=int, default=2, help='sets per method and budget (different seeds)')
-    p.add_argument('--methods', nargs='+', help='rows (default: all)')
+    from amd_nb.evaluate import row_names
+    p = base_parser('amd-compare', 'Compare full data, coresets and distilled sets under one retrain protocol (resumable).', examples='''
+amd-compare --preset demo --budgets 50 100 --out runs/demo
+amd-compare --preset demo --methods full random spm amd lors --budgets 100 --n-syn-sets 3 --out runs/demo''')
+    p.add_argument('--budgets', type=int, nargs='+', metavar='N', default=[50, 100], help='synthetic pairs per set')
+    p.add_argument('--n-syn-sets', type=int, metavar='N', default=2, help='sets per method and budget (different seeds)')
+    p.add_argument('--methods', nargs='+', metavar='ROW', help=f"rows, any of: {', '.join(row_names())} (default: all of them)")
     p.add_argument('--experts', metavar='DIR', help='trajectory store (default: <out>/experts)')
     return run_cli('amd-compare', _compare, p.parse_args(argv))
 
@@ -211,10 +256,17 @@ def _eval(args):
 # %% ../nbs/10_cli.ipynb #04c0b742
 def amd_eval(argv:list[str]|None=None)->int:
     "Judge synthetic sets and coresets by the retrain protocol: `amd-eval --preset demo --out runs/demo random@100 runs/demo/distill/amd`."
-    p = base_parser('amd-eval', 'Train fresh dual encoders on each SET and report TR/IR@K on the test split (mean ± std).')
-    p.add_argument('sets', nargs='+', metavar='SET', help="a saved synthetic set folder, a coreset NAME@B (random, spm, herding, kcenter), or 'full'")
+    from amd_nb.registry import SELECTORS
+    p = base_parser('amd-eval', 'Train fresh dual encoders on each SET and report TR/IR@K on the test split (mean ± std).', examples='''
+amd-eval --preset demo --out runs/demo runs/demo/distill/amd
+amd-eval --preset demo --out runs/demo random@100 spm@100 full
+amd-eval --preset demo --out runs/demo --set eval.n_eval=5 runs/demo/distill/lors''')
+    p.add_argument('sets', nargs='*', metavar='SET', help=f"a set to judge (one or more): a saved synthetic set's folder (runs/demo/distill/amd), a coreset NAME@B "
+                                                          f"with NAME one of {', '.join(SELECTORS)} (random@100), or 'full'")
     p.add_argument('--experts', metavar='DIR', help='trajectory store that fixes data and model (default: <out>/experts)')
-    return run_cli('amd-eval', _eval, p.parse_args(argv))
+    args = p.parse_args(argv)
+    if not args.sets and not args.print_config: p.error('the following arguments are required: SET')   # (--print-config needs none)
+    return run_cli('amd-eval', _eval, args)
 
 # %% ../nbs/10_cli.ipynb #1bace70b
 def _demo(args):
@@ -235,10 +287,15 @@ def _demo(args):
 # %% ../nbs/10_cli.ipynb #63b802d0
 def amd_demo(argv:list[str]|None=None)->int:
     "The whole AMD pipeline on one dataset, ending in a report: `amd-demo --preset demo --out runs/demo`."
+    from amd_nb.registry import METHODS, SELECTORS
     p = base_parser('amd-demo', 'Train experts, compute MMD windows and SPM prototypes, distil with AMD and LoRS, evaluate against '
-                    'a random coreset, and write report.html + metrics.json (resumable: rerun the same command).')
-    p.add_argument('--budget', type=int, help='synthetic pairs per set (default: the preset\'s distill.budget)')
-    p.add_argument('--methods', nargs='+', default=['amd', 'lors'], help='distillation methods to run and compare')
-    p.add_argument('--coresets', nargs='+', default=['random'], help='real-pair baselines of the same budget')
+                    'a random coreset, and write report.html + metrics.json (resumable: rerun the same command).', examples='''
+amd-demo --preset demo --out runs/demo
+amd-demo --preset tiny --seed 1 --out runs/tiny
+amd-demo --preset demo --budget 50 --methods amd lors mtt_vl --coresets random spm --out runs/demo50''')
+    p.add_argument('--budget', type=int, metavar='N', help=f"synthetic pairs per set (sets distill.budget; default: the preset's, "
+                                                           f"{get_preset('demo').distill.budget} in demo)")
+    p.add_argument('--methods', nargs='+', metavar='METHOD', default=['amd', 'lors'], help=f"distillation methods to run and compare, any of: {', '.join(METHODS)}")
+    p.add_argument('--coresets', nargs='+', metavar='NAME', default=['random'], help=f"real-pair baselines of the same budget, any of: {', '.join(SELECTORS)}")
     p.add_argument('--no-full', action='store_true', help='skip the full-data upper bound')
     return run_cli('amd-demo', _demo, p.parse_args(argv))

@@ -431,3 +431,11 @@ def set_threads(
     torch.set_num_threads(n)
     if say: say(f"torch: {n} CPU thread{'s' if n > 1 else ''} ({why}; AMD_NB_THREADS=N or --threads N to change)")
     return n
+
+# %% ../nbs/00_config.ipynb #e487e8d7
+def _no_tqdm_monitor():
+    "Turn off tqdm's monitor thread (for every bar, `tqdm.auto`'s included)."
+    from tqdm import tqdm
+    tqdm.monitor_interval = 0
+
+_no_tqdm_monitor()

@@ -273,6 +273,13 @@ def _windows_sentence(w:dict)->str:
     return (f"AMD samples t_V ≤ R_V = {w['R_V']}, t_L ≤ R_L = {w['R_L']}: the MMD windows ({w['rule']} rule) {tuple(w['mmd'])}, {how} "
             f"(the paper's literal formula gives {tuple(w['literal'])}).")
 
+# %% ../nbs/09b_report.ipynb #b3de0cf9
+def _figure_windows(w:dict)->dict|None:
+    "{label: (R_V, R_L)} for `viz.mmd_figure`: what AMD samples from, the rule's MMD windows, the literal formula's (None: the curves' own)."
+    if 'rule' not in w: return None
+    out = {'sampled': (w['R_V'], w['R_L']), f"{w['rule']} rule": tuple(w['mmd'])}
+    return out if w['rule'] == 'literal' else out | {'literal formula': tuple(w['literal'])}
+
 # %% ../nbs/09b_report.ipynb #0468f49a
 def _intro(run:DemoRun, metrics:dict)->str:
     s = run.cfg; t = metrics['timings']
@@ -301,7 +308,8 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
                      "and the matching loss (1 per modality = not moving; best loss = with the best scalar inner lr).",
                      alignment_table_html(metrics['alignment'])))
     secs.append(('MMD curves and windows', "Per-modality update magnitude of the experts' parameters per epoch and their ratio; "
-                 "the shaded bands are the start-epoch windows AMD samples from.", viz.mmd_figure(curves)))
+                 "below them, on the same epoch axis, the start-epoch windows AMD samples from and the ones they came from.",
+                 viz.mmd_figure(curves, windows=_figure_windows(metrics['windows']))))
     for m in run.methods:
         w = _sampler_windows(run, m, syn[m])
         secs.append((f"Start epochs drawn: {m}", f"Each iteration of <code>{m}</code> drew an image and a text start epoch "

@@ -4,9 +4,10 @@
 
 # %% ../nbs/05_spm.ipynb #a0988416
 from __future__ import annotations
-import signal, threading, time
+import os, signal, sys, threading, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 import numpy as np
 import torch, torch.nn.functional as F
 from fastcore.basics import patch
@@ -15,11 +16,12 @@ from .models import DualEncoder, ModelError, normalize, CLIP_MEAN, CLIP_STD
 from .experts import TrajectoryStore, StoreError, expert_model
 from .train import image_inputs, encode_images
 from .registry import SELECTORS, UnknownName
+from .config import default_cache_dir
 
 # %% auto #0
 __all__ = ['KMEANS', 'MINIBATCH_KMEANS', 'joint_features', 'PairEmbeddings', 'pair_embeddings', 'pair_features',
            'expert_embeddings', 'expert_features', 'clip_features', 'Selection', 'random_coreset', 'toy_blobs',
-           'prototypes', 'spm', 'herding', 'k_center', 'select', 'numba_section', 'umap_2d']
+           'prototypes', 'spm', 'herding', 'k_center', 'select', 'numba_cache_dir', 'numba_section', 'umap_2d']
 
 # %% ../nbs/05_spm.ipynb #25a165d7
 def joint_features(
@@ -337,6 +339,38 @@ def select(
     "Select `k` real pairs with the selector registered as `name`."
     return SELECTORS[name](features, k, seed)
 
+# %% ../nbs/05_spm.ipynb #e82dea0f
+def numba_cache_dir()->Path:
+    "Where numba keeps umap-learn's compiled code between processes: $NUMBA_CACHE_DIR, else `numba/` in the project's cache folder."
+    return Path(os.environ.get('NUMBA_CACHE_DIR') or default_cache_dir()/'numba')
+
+# %% ../nbs/05_spm.ipynb #5b95989b
+def _cache_compiled(packages:tuple)->int:
+    "Turn numba's on-disk cache on for the jitted functions of the loaded `packages` that lack it; how many."
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+    n = 0
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name.split('.')[0] not in packages: continue
+        for f in list(vars(mod).values()):
+            if isinstance(f, CPUDispatcher) and isinstance(f._cache, NullCache):
+                try: f.enable_caching(); n += 1
+                except RuntimeError: pass      # numba found no place to write this one's cache
+    return n
+
+@contextmanager
+def _umap_ready():
+    "umap-learn, imported with its compiled code kept in `numba_cache_dir()`; torch's CPU threads as they were when done."
+    import numba
+    threads, old = torch.get_num_threads(), numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = str(numba_cache_dir())     # read when a function's cache is set up: pynndescent's at import, the rest below
+    try:
+        import umap
+        _cache_compiled(('umap', 'pynndescent'))
+    finally: numba.config.CACHE_DIR = old
+    try: yield umap
+    finally: torch.set_num_threads(threads)
+
 # %% ../nbs/05_spm.ipynb #926b924a
 @contextmanager
 def numba_section():
@@ -359,13 +393,13 @@ def umap_2d(
     n_neighbors:int=15,    # local neighbourhood size (capped at N-1)
     min_dist:float=0.1,    # how tightly UMAP packs points
 )->torch.Tensor:           # float32 [N, 2]
-    "A 2-D UMAP embedding of the features (in a `numba_section`: Ctrl-C stops it, torch's thread count is kept)."
+    "A 2-D UMAP embedding of the features (in a `numba_section`: Ctrl-C stops it, torch's thread count is kept; numba's compiled code cached on disk)."
     import warnings
     x = _as_features(features).cpu().numpy()
     if len(x) < 3: raise ValueError(f"umap_2d needs at least 3 points, got {len(x)}")
-    with numba_section(), warnings.catch_warnings():
-        import umap
+    with numba_section(), _umap_ready() as umap:
         r = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric='euclidean',
                       random_state=seed, init='spectral' if len(x) > 3 else 'random')
-        warnings.filterwarnings('ignore', message='.*n_jobs value.*')
-        return torch.from_numpy(r.fit_transform(x)).float()
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*n_jobs value.*')
+            return torch.from_numpy(r.fit_transform(x)).float()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_viz.ipynb #411005ad
 from __future__ import annotations
-import asyncio, base64, contextvars, ctypes, io, json, math, os, sys, threading
+import asyncio, base64, contextvars, ctypes, io, json, math, os, sys, threading, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -26,11 +26,11 @@ from .distill import Callback
 from .evaluate import METRICS
 
 # %% auto #0
-__all__ = ['DOCS_RENDERER', 'AUTO_RENDERERS', 'COLORS', 'LR_COLORS', 'PALETTE', 'setup_docs_renderer', 'prototype_figure',
-           'mmd_figure', 'window_distribution', 'start_epoch_counts', 'sampling_figure', 'run_figure',
-           'synthetic_figure', 'load_comparison', 'comparison_figure', 'dashboard_figure', 'update_dashboard',
-           'in_notebook', 'summary_line', 'Dashboard', 'run_in_thread', 'window_figure', 'explorer_figures',
-           'window_explorer']
+__all__ = ['DOCS_RENDERER', 'AUTO_RENDERERS', 'COLORS', 'LR_COLORS', 'PALETTE', 'SIM_COLORS', 'setup_docs_renderer',
+           'prototype_figure', 'mmd_figure', 'window_distribution', 'start_epoch_counts', 'sampling_figure',
+           'run_figure', 'synthetic_figure', 'load_comparison', 'comparison_figure', 'dashboard_figure',
+           'update_dashboard', 'in_notebook', 'summary_line', 'Dashboard', 'RunStopped', 'run_in_thread',
+           'window_figure', 'explorer_figures', 'window_explorer']
 
 # %% ../nbs/09_viz.ipynb #dac16092
 pio.renderers['cdn_html'] = HtmlRenderer(connected=True)   # `notebook_connected`'s figure HTML without its extra first output
@@ -79,14 +79,23 @@ def _series(history:list[dict], key:str)->tuple[np.ndarray, np.ndarray]:
     y = np.array([np.nan if r.get(key) is None else r[key] for r in history], dtype=np.float64)
     return np.array([r['iteration'] for r in history], dtype=np.int64), np.where(np.isfinite(y), y, np.nan)
 
+# %% ../nbs/09_viz.ipynb #d0e52ab7
+def _whole_ticks(n:int)->dict:
+    "Axis settings for a span of `n` whole numbers (iterations, epochs): plotly puts ticks at halves on short spans; on long ones its own (None unsets)."
+    return dict(tick0=0, dtick=max(1, math.ceil(n / 8))) if n <= 40 else dict(tick0=None, dtick=None)
+
 # %% ../nbs/09_viz.ipynb #0f5531fd
-def _png_uri(x:Tensor, min_side:int=64)->str:
-    "Data URI of a PNG of one float image [3,H,W] in [0, 1], upscaled (nearest) to at least `min_side` pixels."
+def _png_bytes(x:Tensor, min_side:int=64)->bytes:
+    "PNG of one float image [3,H,W] in [0, 1], upscaled (nearest) so that its longer side has at least `min_side` pixels."
     s = max(1, -(-min_side // max(x.shape[-2:])))
     im = Image.fromarray((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
     if s > 1: im = im.resize((im.width * s, im.height * s), Image.NEAREST)
     buf = io.BytesIO(); im.save(buf, 'PNG')
-    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+def _png_uri(x:Tensor, min_side:int=64)->str:
+    "`_png_bytes` as a data URI (what a plotly image trace takes)."
+    return 'data:image/png;base64,' + base64.b64encode(_png_bytes(x, min_side)).decode()
 
 # %% ../nbs/09_viz.ipynb #757e2a8f
 def _grid(x:Tensor, cols:int, pad:int=1)->Tensor:
@@ -103,17 +112,25 @@ def _syn_pixels(syn:SyntheticSet, k:int)->Tensor:
     return denormalize(syn.images.detach()[:k].float().cpu(), syn.meta['mean'], syn.meta['std'])
 
 # %% ../nbs/09_viz.ipynb #58b3dc55
-def _marks(fig:go.Figure, xy:np.ndarray, idx:list, name:str, marker:dict, hover:list|None):
-    "A scatter trace `name` at the rows `idx` of `xy`."
+def _marks(fig:go.Figure, xy:np.ndarray, idx:list, name:str, marker:dict, hover:list|None, label:str|None=None):
+    "A scatter trace `name` at the rows `idx` of `xy` (hover: `label` or `name`, the row, its `hover` text)."
+    label = label or name
     fig.add_scatter(x=xy[idx, 0], y=xy[idx, 1], mode='markers', name=name, marker=marker,
                     text=[hover[i] for i in idx] if hover else None, customdata=np.asarray(idx, dtype=np.int64),
-                    hovertemplate=f"{name} #%{{customdata}}<br>%{{text}}<extra></extra>" if hover else f"{name} #%{{customdata}}<extra></extra>")
+                    hovertemplate=f"{label} #%{{customdata}}<br>%{{text}}<extra></extra>" if hover else f"{label} #%{{customdata}}<extra></extra>")
 
 # %% ../nbs/09_viz.ipynb #ab19fb18
 def _subset(n:int, k:int|None)->list[int]:
     "All of range(n), or a seeded sorted random `k` of them."
     if k is None or n <= k: return list(range(n))
     return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].tolist())
+
+# %% ../nbs/09_viz.ipynb #64c176cd
+def _hovers(n:int, labels:list|None, captions:list|None, chars:int)->list[str]|None:
+    "Hover text of each point: its K-means cluster and its caption (cut to `chars`), where known."
+    if labels is None and captions is None: return None
+    return [' · '.join(([f"cluster {labels[i]}"] if labels is not None else []) + ([_short(captions[i], chars)] if captions is not None else []))
+            for i in range(n)]
 
 # %% ../nbs/09_viz.ipynb #507d84d1
 def prototype_figure(
@@ -125,53 +142,64 @@ def prototype_figure(
     hover_chars:int=80,              # captions are cut to this length
     max_points:int|None=10000,       # draw at most this many background points (a seeded subset; marked pairs always)
 )->go.Figure:
-    "Scatter of the projected features coloured by cluster, with SPM prototypes and random picks marked."
+    "Scatter of the projected features coloured by K-means cluster (named in the legend and on hover), with SPM prototypes and random picks marked."
     xy = np.asarray(torch.as_tensor(coords, dtype=torch.float32))
     if xy.ndim != 2 or xy.shape[1] != 2: raise ValueError(f"coords must be [N, 2], got shape {xy.shape}")
-    hover = [_short(c, hover_chars) for c in captions] if captions is not None else None
-    if hover is not None and len(hover) != len(xy): raise ValueError(f"{len(hover)} captions for {len(xy)} points")
+    if captions is not None and len(captions) != len(xy): raise ValueError(f"{len(captions)} captions for {len(xy)} points")
     lab = _indices(labels) if labels is not None else None
+    hover = _hovers(len(xy), lab, captions, hover_chars)
     color = [PALETTE[k % len(PALETTE)] for k in lab] if lab is not None else '#9aa0a6'
     fig, keep = go.Figure(), _subset(len(xy), max_points)
-    _marks(fig, xy, keep, 'points', dict(color=[color[i] for i in keep] if lab is not None else color, size=6, opacity=0.6), hover)
+    name = f"pairs, coloured by K-means cluster (K = {len(set(lab))})" if lab is not None else 'pairs'
+    _marks(fig, xy, keep, name, dict(color=[color[i] for i in keep] if lab is not None else color, size=6, opacity=0.6), hover, 'pair')
     _marks(fig, xy, _indices(prototypes), 'SPM prototypes', dict(symbol='star', size=15, color='black', line=dict(color='white', width=1)), hover)
     if random is not None: _marks(fig, xy, _indices(random), 'random', dict(symbol='x', size=10, color=COLORS['rejected']), hover)
     fig.update_layout(title='SPM prototypes and a random selection on the joint features', xaxis_title='dim 1', yaxis_title='dim 2',
-                      height=480, legend=dict(orientation='h', y=-0.15))
+                      height=480, legend=dict(orientation='h', y=-0.15, itemsizing='constant'))
     return fig
 
-# %% ../nbs/09_viz.ipynb #6fed8beb
-def _window(fig:go.Figure, name:str, hi:int, color:str, pos:str):
-    "A shaded band [0, hi] over both panels (a layout shape named `name`)."
-    fig.add_shape(type='rect', xref='x', yref='paper', x0=0, x1=hi, y0=0, y1=1, name=name, showlegend=True,
-                  fillcolor=color, opacity=0.12, line=dict(color=color, width=2), layer='below',
-                  label=dict(text=name.split()[0] + f" window ≤ {hi}", textposition=pos, font=dict(size=10)))
-
 # %% ../nbs/09_viz.ipynb #c4724cf5
+def _window_sets(curves:MMDCurves, windows)->dict:
+    "{label: (R_V, R_L)}: the curves' own windows, one pair given, or a dict of named pairs."
+    if windows is None: return {'': tuple(curves.windows)}
+    if isinstance(windows, dict): return {str(k): tuple(v) for k, v in windows.items()}
+    return {'': tuple(windows)}
+
+def _window_rows(fig:go.Figure, sets:dict, row:int):
+    "Each window [0, R] as a line of dots at the start epochs it allows, one row per modality and set (image above text)."
+    order = []
+    for label, (R_V, R_L) in sets.items():
+        for m, R, t in (('image', R_V, 't_V'), ('text', R_L, 't_L')):
+            y = f"{label} {t}".strip(); order.append(y)
+            fig.add_scatter(x=list(range(R + 1)), y=[y] * (R + 1), mode='lines+markers', name=f"{label + ': ' if label else ''}{m} window {t} ≤ {R}",
+                            line=dict(color=COLORS[m], width=6), marker=dict(color=COLORS[m], size=10), legendgroup=f"{label}{m}",
+                            hovertemplate=f"{y} = %{{x}} may be drawn<extra></extra>", row=row, col=1)
+    fig.update_yaxes(categoryorder='array', categoryarray=order[::-1], range=[-0.6, len(order) - 0.4], row=row, col=1)
+
 def mmd_figure(
     curves:MMDCurves,       # from `mmd_windows` / `MMDCurves.from_magnitudes`
     per_expert:bool=True,   # thin lines for each expert's curve
-    windows:tuple|None=None, # (R_V, R_L) to shade instead of the curves' own (e.g. set by hand)
+    windows:tuple|dict|None=None, # (R_V, R_L) to draw instead of the curves' own (e.g. set by hand), or {name: (R_V, R_L)} to draw several
 )->go.Figure:
-    "Per-modality update magnitudes (top), their ratio and median (bottom), and the windows [0, R_V], [0, R_L] shaded."
-    t, (R_V, R_L) = list(range(1, curves.epochs + 1)), windows if windows is not None else curves.windows
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
-                        subplot_titles=(f"update magnitude ({curves.kernel}, {curves.samples})", 'ratio image / text'))
+    "Per-modality update magnitudes (top), their ratio and median (middle), and the start-epoch windows [0, R_V], [0, R_L] (bottom)."
+    t, sets = list(range(1, curves.epochs + 1)), _window_sets(curves, windows)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.32, 0.28 if len(sets) == 1 else 0.4],
+                        subplot_titles=(f"update magnitude ({curves.kernel}, {curves.samples})", 'ratio image / text', 'start-epoch windows'))
     for m in ('image', 'text'):
         for i, c in zip(curves.experts, curves.per_expert[m] if per_expert else []):
             fig.add_scatter(x=t, y=c, mode='lines', name=f"{m} expert {i}", line=dict(color=COLORS[m], width=1), opacity=0.35,
                             legendgroup=m, showlegend=False, row=1, col=1)
         fig.add_scatter(x=t, y=getattr(curves, m), mode='lines+markers', name=m, line=dict(color=COLORS[m]), legendgroup=m, row=1, col=1)
     fig.add_scatter(x=t, y=curves.ratio, mode='lines+markers', name='ratio', line=dict(color=COLORS['total']), row=2, col=1)
-    fig.add_scatter(x=[0, curves.epochs], y=[curves.median] * 2, mode='lines', name='median', line=dict(dash='dash', color='grey'), row=2, col=1)
-    _window(fig, 'image window [0, R_V]', R_V, COLORS['image'], 'top right')
-    _window(fig, 'text window [0, R_L]', R_L, COLORS['text'], 'bottom right')
-    fig.update_xaxes(range=[-0.3, curves.epochs + 0.3], dtick=1)
-    fig.update_xaxes(title='epoch (MMD of transition t−1 → t at t; windows in start epochs)', row=2, col=1)
+    fig.add_scatter(x=[1, curves.epochs], y=[curves.median] * 2, mode='lines', name='median', line=dict(dash='dash', color='grey'), row=2, col=1)
+    _window_rows(fig, sets, 3)
+    fig.update_xaxes(range=[-0.4, curves.epochs + 0.4], dtick=1)
+    fig.update_xaxes(title='epoch t (curves: transition t−1 → t; windows: start epochs)', row=3, col=1)
     fig.update_yaxes(title='MMD' + ('²' if curves.kernel == 'rbf' else ''), row=1, col=1)
     fig.update_yaxes(title='ratio', row=2, col=1)
-    own = '' if (R_V, R_L) == tuple(curves.windows) else f" (the curves give {curves.R_V}, {curves.R_L})"
-    return fig.update_layout(height=560, title=f"MMD dynamic sampling: R_V = {R_V}, R_L = {R_L}{own}, M = {curves.expert_epochs}")
+    title = '; '.join(f"{k + ': ' if k else ''}R_V = {v[0]}, R_L = {v[1]}" for k, v in sets.items())
+    own = '' if tuple(curves.windows) in sets.values() else f" (the curves give {curves.R_V}, {curves.R_L})"
+    return fig.update_layout(height=600 + 40 * (len(sets) - 1), title=f"MMD dynamic sampling: {title}{own}, M = {curves.expert_epochs}")
 
 # %% ../nbs/09_viz.ipynb #25a65d09
 def window_distribution(
@@ -211,10 +239,10 @@ def _grid_size(history:list[dict], epochs:int|None, expert_epochs:int)->int:
 
 # %% ../nbs/09_viz.ipynb #c5da4631
 def _outline(fig:go.Figure, windows:tuple, size:int):
-    "The allowed region [0, R_V] × [0, R_L] of the heatmap, outlined."
+    "The allowed region [0, R_V] × [0, R_L] of the heatmap, outlined (with a legend entry)."
     hv, hl = (min(w, size - 1) for w in windows)
-    fig.add_shape(type='rect', x0=-0.5, x1=hv + 0.5, y0=-0.5, y1=hl + 0.5, xref='x', yref='y', name='allowed',
-                  line=dict(color=COLORS['rejected'], width=2, dash='dot'))
+    fig.add_shape(type='rect', x0=-0.5, x1=hv + 0.5, y0=-0.5, y1=hl + 0.5, xref='x', yref='y', name=f"windows t_V ≤ {windows[0]}, t_L ≤ {windows[1]}",
+                  showlegend=True, line=dict(color=COLORS['rejected'], width=2, dash='dot'))
 
 # %% ../nbs/09_viz.ipynb #d1464e9a
 def _heatmap(counts:Tensor, name:str='draws')->go.Heatmap:
@@ -240,9 +268,11 @@ def sampling_figure(
     for m, sym in (('image', 'circle'), ('text', 'diamond-open')):
         fig.add_scatter(x=it, y=[r[f"t_{m}"] for r in history], mode='markers', name=f"t_{m}",
                         marker=dict(color=COLORS[m], symbol=sym, size=6 if m == 'image' else 8), row=1, col=2)
-    fig.update_xaxes(title='image start epoch t_V', dtick=1, row=1, col=1)
-    fig.update_yaxes(title='text start epoch t_L', dtick=1, scaleanchor='x', row=1, col=1)
-    fig.update_xaxes(title='iteration', row=1, col=2); fig.update_yaxes(title='start epoch', dtick=1, row=1, col=2)
+    grid = dict(dtick=1, range=[-0.5, n - 0.5], constrain='domain')    # square cells by shrinking the panel, not by widening the axes to −2…
+    fig.update_xaxes(title='image start epoch t_V', **grid, row=1, col=1)
+    fig.update_yaxes(title='text start epoch t_L', scaleanchor='x', **grid, row=1, col=1)
+    fig.update_xaxes(title='iteration', **_whole_ticks(max(it, default=0)), row=1, col=2)
+    fig.update_yaxes(title='start epoch', dtick=1, range=[-0.5, n - 0.5], row=1, col=2)
     return fig.update_layout(height=420)
 
 # %% ../nbs/09_viz.ipynb #648295b5
@@ -254,34 +284,57 @@ def _rejected(history:list[dict])->tuple[list, list]:
     return np.array([r['iteration'] for r in bad], dtype=np.int64), np.array([top if _finite(r.get('loss')) is None else r['loss'] for r in bad])
 
 # %% ../nbs/09_viz.ipynb #b3d05ed2
+SIM_COLORS = {'sim_diag': '#2ca02c', 'sim_offdiag': '#9467bd', 'sim_offdiag_max': '#9467bd'}  # similarity statistics: green, purple (max dashed)
+
 def _run_rows(history:list[dict])->list[tuple]:
-    "(panel title, y-axis title, [(record key, trace name, colour)]) for the panels this history has."
-    rows = [('matching loss', 'loss', [('loss', 'loss', COLORS['total']), ('loss_image', 'loss_image', COLORS['image']),
-                                        ('loss_text', 'loss_text', COLORS['text'])]),
+    "(panel title, y-axis title, [(record key, trace name, line)]) for the panels this history has."
+    rows = [('matching loss', 'loss', [('loss', 'loss', dict(color=COLORS['total'])), ('loss_image', 'loss_image', dict(color=COLORS['image'])),
+                                        ('loss_text', 'loss_text', dict(color=COLORS['text']))]),
             ('learned inner learning rates', 'lr', [('lr_image', 'lr_image', _lr_line('image')), ('lr_text', 'lr_text', _lr_line('text'))])]
     if any('cos_image' in r for r in history):
-        rows.insert(1, ("cosine of the student's and the expert's step", 'cos', [('cos_image', 'cos_image', COLORS['image']), ('cos_text', 'cos_text', COLORS['text'])]))
+        rows.insert(1, ("cosine of the student's and the expert's step", 'cos', [('cos_image', 'cos_image', dict(color=COLORS['image'])),
+                                                                                 ('cos_text', 'cos_text', dict(color=COLORS['text']))]))
     if any('sim_diag' in r for r in history):
-        rows.append(('similarity targets S', 'value', [('sim_diag', 'mean diagonal', COLORS['total']), ('sim_offdiag', 'mean |off-diagonal|', 'grey')]
-                     + ([('sim_offdiag_max', 'max |off-diagonal|', 'black')] if any('sim_offdiag_max' in r for r in history) else [])))
+        rows.append(('similarity targets S', 'value', [('sim_diag', 'mean diagonal', dict(color=SIM_COLORS['sim_diag'])),
+                                                       ('sim_offdiag', 'mean |off-diagonal|', dict(color=SIM_COLORS['sim_offdiag']))]
+                     + ([('sim_offdiag_max', 'max |off-diagonal|', dict(color=SIM_COLORS['sim_offdiag_max'], dash='dash'))]
+                        if any('sim_offdiag_max' in r for r in history) else [])))
     return rows
+
+# %% ../nbs/09_viz.ipynb #d314c19a
+def _panel_legends(fig:go.Figure, rows:int):
+    "One legend beside each panel of a one-column subplot figure, at the panel's top (traces name their `legend`)."
+    for i in range(1, rows + 1):
+        top = fig.layout[f"yaxis{i if i > 1 else ''}"].domain[1]
+        fig.update_layout({f"legend{i if i > 1 else ''}": dict(x=1.02, xanchor='left', y=top, yanchor='top', tracegroupgap=2)})
+
+# %% ../nbs/09_viz.ipynb #63772c32
+def _log_scale(history:list[dict], keys:list)->bool:
+    "Whether a panel of `keys` reads better on a log axis: similarity statistics, none negative, the positive ones spanning more than a factor 10 (a 0 — S = I before its first step — is left out)."
+    y = np.concatenate([_series(history, k)[1] for k in keys]) if history else np.array([])
+    y = y[np.isfinite(y)]; p = y[y > 0]
+    return keys[0].startswith('sim_') and p.size > 0 and bool((y >= 0).all()) and p.max() > 10 * p.min()
 
 # %% ../nbs/09_viz.ipynb #f8373dc0
 def run_figure(
     history:list[dict],   # distillation records (`Distiller.history`, or the lines of `log.jsonl`)
 )->go.Figure:
-    "Matching loss per modality, learned learning rates and similarity statistics over the iterations; rejected iterations marked."
+    "Matching loss per modality, learned learning rates and similarity statistics over the iterations, a legend beside each panel; rejected iterations marked."
     rows = _run_rows(history)
     fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=[r[0] for r in rows])
+    legend = lambda i: f"legend{i if i > 1 else ''}"
     for i, (_, ytitle, traces) in enumerate(rows, 1):
-        for key, name, color in traces:
+        for key, name, line in traces:
             x, y = _series(history, key)
-            fig.add_scatter(x=x, y=y, mode='lines', name=name, line=color if isinstance(color, dict) else dict(color=color), row=i, col=1)
-        fig.update_yaxes(title=ytitle, row=i, col=1)
+            fig.add_scatter(x=x, y=y, mode='lines', name=name, line=line, legend=legend(i), row=i, col=1)
+        log = _log_scale(history, [k for k, *_ in traces])
+        fig.update_yaxes(title=ytitle + (' (log)' if log else ''), type='log' if log else None, exponentformat='power' if log else None, row=i, col=1)
     x, y = _rejected(history)
-    fig.add_scatter(x=x, y=y, mode='markers', name='rejected', marker=dict(symbol='x', size=10, color=COLORS['rejected']), row=1, col=1)
+    fig.add_scatter(x=x, y=y, mode='markers', name='rejected', marker=dict(symbol='x', size=10, color=COLORS['rejected']), legend='legend', row=1, col=1)
+    fig.update_xaxes(**_whole_ticks(max((r['iteration'] for r in history), default=0)))
     fig.update_xaxes(title='iteration', row=len(rows), col=1)
-    return fig.update_layout(height=220 * len(rows) + 80)
+    _panel_legends(fig, len(rows))
+    return fig.update_layout(height=220 * len(rows) + 80, margin_r=180)
 
 # %% ../nbs/09_viz.ipynb #b4c9d7eb
 def _titles(syn:SyntheticSet, n:int, split:EncodedSplit|None, chars:int, prefix:str)->tuple[list, list]:
@@ -372,20 +425,23 @@ def dashboard_figure(
     history:list[dict]=(),          # records so far
     syn:SyntheticSet|None=None,     # the synthetic set being distilled
     size:int=1,                     # start-epoch grid side, T − M + 1
-    images:int=8,                   # synthetic images shown
+    images:int=8,                   # synthetic images shown (0: no image panel)
 )->go.Figure:
     "The dashboard's figure (losses, start epochs drawn, learned lrs, current images), filled from `history`."
-    fig = make_subplots(rows=2, cols=2, column_widths=[0.6, 0.4], vertical_spacing=0.15, horizontal_spacing=0.1,
-                        subplot_titles=('matching loss', 'start epochs drawn', 'learned inner lrs', 'synthetic images'))
+    specs = [[{}, {}], [{}, {}]] if images else [[{}, {'rowspan': 2}], [{}, None]]
+    titles = ('matching loss', 'start epochs drawn', 'learned inner lrs') + (('synthetic images',) if images else ())
+    fig = make_subplots(rows=2, cols=2, specs=specs, column_widths=[0.6, 0.4], vertical_spacing=0.2, horizontal_spacing=0.1, subplot_titles=titles)
     for key, r, c, m in _LINES:
         lr = key.startswith('lr_')
         fig.add_scatter(x=[], y=[], mode='lines', name=key, line=_lr_line(m) if lr else dict(color=COLORS[m]), row=r, col=c,
                         legendgroup='lr' if lr else 'loss', legendgrouptitle_text='inner lr' if lr else 'matching loss')
     fig.add_scatter(x=[], y=[], mode='markers', name='rejected', marker=dict(symbol='x', size=9, color=COLORS['rejected']), row=1, col=1)
     fig.add_trace(_heatmap(torch.zeros(size, size, dtype=torch.long)), row=1, col=2)
-    fig.add_trace(go.Image(source=_png_uri(torch.ones(3, 1, 1), 1), name='images', hoverinfo='skip'), row=2, col=2)
-    fig.update_xaxes(title='iteration', row=2, col=1).update_xaxes(title='t_V', dtick=1, row=1, col=2)
-    fig.update_yaxes(title='t_L', dtick=1, row=1, col=2).update_xaxes(visible=False, row=2, col=2).update_yaxes(visible=False, row=2, col=2)
+    fig.update_xaxes(title='iteration', row=2, col=1).update_xaxes(title=dict(text='t_V', standoff=4), dtick=1, row=1, col=2)
+    fig.update_yaxes(title='t_L', dtick=1, row=1, col=2)
+    if images:
+        fig.add_trace(go.Image(source=_png_uri(torch.ones(3, 1, 1), 1), name='images', hoverinfo='skip'), row=2, col=2)
+        fig.update_xaxes(visible=False, row=2, col=2).update_yaxes(visible=False, row=2, col=2)
     fig.update_layout(height=560, margin=dict(t=50, b=40), legend=dict(orientation='h', y=-0.08), meta={'images': images})
     return update_dashboard(fig, history, syn)
 
@@ -401,7 +457,8 @@ def update_dashboard(
         for key, *_ in _LINES: tr[key].x, tr[key].y = _series(history, key)
         tr['rejected'].x, tr['rejected'].y = _rejected(history)
         tr['draws'].z = start_epoch_counts(history, len(tr['draws'].z)).T.tolist()
-        if syn is not None: tr['images'].source = _png_uri(_grid(_syn_pixels(syn, fig.layout.meta['images']), 4), 256)
+        fig.update_xaxes(**_whole_ticks(history[-1]['iteration'] if history else 0), col=1)
+        if syn is not None and 'images' in tr: tr['images'].source = _png_uri(_grid(_syn_pixels(syn, fig.layout.meta['images']), 4), 256)
     return fig
 
 # %% ../nbs/09_viz.ipynb #7257a534
@@ -417,23 +474,31 @@ def summary_line(
     rec:dict,               # the latest history record
     iterations:int|None=None, # planned iterations
     rejected:int=0,         # rejected iterations so far
+    seconds:float|None=None, # wall seconds per iteration (None: not shown; a record's own `seconds` is the step's compute time only)
 )->str:
     "One line on a distillation's progress."
     it = f"it {rec['iteration']}" + (f"/{iterations}" if iterations else '')
     return (f"{it} | loss {rec['loss']:.4g} (image {rec['loss_image']:.4g}, text {rec['loss_text']:.4g}) | "
             f"η_V {rec['lr_image']:.4g} η_L {rec['lr_text']:.4g} | t=({rec['t_image']}, {rec['t_text']}) | "
-            f"{rejected} rejected | {rec.get('seconds', 0):.3g} s/it")
+            f"{rejected} rejected" + (f" | {seconds:.3g} s/it" if seconds is not None else ''))
 
 # %% ../nbs/09_viz.ipynb #25d3b64e
 def _controls(on_stop, status:str, blocking:bool):
-    "The Stop button, the status line, the figure's Output and the box holding them."
+    "The Stop button, the status line, the image strip, the figure's Output and the box holding them."
     import ipywidgets as W
     tip = ("this cell keeps the kernel busy, so a click would only arrive after the run: use Kernel → Interrupt, "
            "or run it with `await dash.run_async(...)`") if blocking else 'stop after this iteration (a checkpoint is written)'
     button = W.Button(description='Stop', icon='stop', button_style='danger', tooltip=tip, disabled=blocking)
     button.on_click(lambda b: on_stop())
-    text, view = W.HTML(status), W.Output()
-    return button, text, view, W.VBox([W.HBox([button, text]), view])
+    text, strip, view = W.HTML(status), W.Image(format='png', layout=W.Layout(max_width='100%')), W.Output()
+    row = W.HBox([W.Label('synthetic images', layout=W.Layout(margin='0 1em 0 0')), strip], layout=W.Layout(align_items='center'))
+    return button, text, strip, view, W.VBox([W.HBox([button, text]), row, view])
+
+# %% ../nbs/09_viz.ipynb #740c11f4
+def _strip(syn:SyntheticSet, k:int, height:int=64)->bytes:
+    "PNG of the first `k` synthetic images side by side, at least `height` pixels high (the live dashboard's image row)."
+    x = _grid(_syn_pixels(syn, k), k)
+    return _png_bytes(x, -(-height // x.shape[-2]) * max(x.shape[-2:]))
 
 # %% ../nbs/09_viz.ipynb #b9f5ba2c
 def _mime_output(fig:go.Figure)->dict:
@@ -442,18 +507,19 @@ def _mime_output(fig:go.Figure)->dict:
 
 # %% ../nbs/09_viz.ipynb #ede66939
 class Dashboard(Callback):
-    "Live view of a distillation: a figure and a Stop button in a notebook, one line per `every` iterations elsewhere."
+    "Live view of a distillation: a figure, the current images and a Stop button in a notebook, one line per `every` iterations elsewhere."
     def __init__(self,
                  every:int=10,     # refresh every this many iterations
                  mode:str='auto',  # 'auto' (widget in a Jupyter kernel, else text), 'widget' or 'text'
                  images:int=8,     # synthetic images shown
                  file=None,        # where text mode prints (None: sys.stdout)
+                 redraw_seconds:float=2.0, # widget mode: redraw the figure and images at most this often (the status line follows every refresh)
                 ):
         if mode not in ('auto', 'widget', 'text'): raise ValueError(f"mode must be 'auto', 'widget' or 'text', got {mode!r}")
         if every < 1: raise ValueError(f"every must be ≥ 1, got {every}")
-        self.every, self.mode, self.images, self.file = every, mode, images, file
-        self.figure = self.button = self.status = self.view = self.box = self.handle = self.thread = self.result = self.error = self.d = None
-        self.shown, self.running = 0, False
+        self.every, self.mode, self.images, self.file, self.redraw_seconds = every, mode, images, file, redraw_seconds
+        self.figure = self.button = self.status = self.strip = self.view = self.box = self.handle = self.thread = self.result = self.error = self.d = None
+        self.shown, self.running, self.sent, self.clock = 0, False, 0., None
 
     @property
     def widget(self)->bool:
@@ -462,15 +528,24 @@ class Dashboard(Callback):
 
 # %% ../nbs/09_viz.ipynb #9579ee05
 @patch
+def _size(self:Dashboard, d)->int: return d.store.epochs - d.dc.expert_epochs + 1
+
+@patch
+def _send(self:Dashboard, d):
+    "Put the current images and figure on the page."
+    self.strip.value = _strip(d.syn, self.images)
+    self.view.outputs = (_mime_output(self.figure),); self.sent = time.perf_counter()
+
+@patch
 def show(self:Dashboard, d):
-    "Create and display the figure and the Stop button for the run `d` (once per run)."
+    "Create and display the figure, the images and the Stop button for the run `d` (once per run)."
     from IPython.display import display
     if self.box is not None and self.d is d: return
     self.d, self.shown = d, 0
-    self.figure = dashboard_figure(d.history, d.syn, d.store.epochs - d.dc.expert_epochs + 1, self.images)
+    self.figure = dashboard_figure(d.history, None, self._size(d), images=0)    # the images go in their own widget
     blocking = in_notebook() and threading.current_thread() is threading.main_thread() and self.thread is None
-    self.button, self.status, self.view, self.box = _controls(self.stop, f"starting at iteration {d.iteration} of {d.dc.iterations}", blocking)
-    self.view.outputs = (_mime_output(self.figure),)
+    self.button, self.status, self.strip, self.view, self.box = _controls(self.stop, f"starting at iteration {d.iteration} of {d.dc.iterations}", blocking)
+    self._send(d)
     self.handle = display(self.box, display_id=True) if in_notebook() else None
 
 # %% ../nbs/09_viz.ipynb #ab180127
@@ -483,21 +558,34 @@ def stop(self:Dashboard)->bool:
 
 # %% ../nbs/09_viz.ipynb #a96f664e
 @patch
-def refresh(self:Dashboard, d, rec:dict|None=None):
-    "Redraw the figure (widget mode) or print one line (text mode) for the state of the run `d`."
+def _tick(self:Dashboard, it:int, whole:bool=False)->float|None:
+    "Wall seconds per iteration since the last refresh (`whole`: since the run started), everything included; None before any iteration."
+    if self.clock is None: return None
+    now, (t, i) = time.perf_counter(), self.clock[0 if whole else 1]
+    self.clock[1] = (now, it)
+    return (now - t) / (it - i) if it > i else None
+
+@patch
+def refresh(self:Dashboard, d, rec:dict|None=None,
+            whole:bool=False,        # the speed over the whole run (at the end) instead of since the last refresh
+            redraw:bool|None=None):  # widget mode: redraw the figure and images (None: when `redraw_seconds` have passed)
+    "Show the state of the run `d`: status line, images and figure (widget mode) or one printed line (text mode)."
     if not d.history: return
     rec = rec or d.history[-1]
-    line = summary_line(rec, d.dc.iterations, sum(not r['ok'] for r in d.history))
+    line = summary_line(rec, d.dc.iterations, sum(not r['ok'] for r in d.history), self._tick(rec['iteration'], whole))
     if self.figure is not None:
-        update_dashboard(self.figure, d.history, d.syn); self.view.outputs = (_mime_output(self.figure),); self.status.value = line
+        self.status.value = line
+        update_dashboard(self.figure, d.history)
+        if redraw or (redraw is None and time.perf_counter() - self.sent >= self.redraw_seconds): self._send(d)
     else: print(line, file=self.file or sys.stdout, flush=True)
     self.shown = rec['iteration']
 
 # %% ../nbs/09_viz.ipynb #9d9ebd09
 @patch
 def snapshot(self:Dashboard)->go.Figure:
-    "A static copy of the dashboard's figure, titled with its status line."
-    return go.Figure(self.figure).update_layout(title=dict(text=self.status.value, font_size=13), margin_t=80)
+    "A static figure of the run's last state, images included, titled with the dashboard's status line."
+    d = self.d
+    return dashboard_figure(d.history, d.syn, self._size(d), self.images).update_layout(title=dict(text=self.status.value, font_size=13), margin_t=80)
 
 # %% ../nbs/09_viz.ipynb #07aa8b24
 @patch
@@ -510,7 +598,7 @@ def _repr_mimebundle_(self:Dashboard, include=None, exclude=None):
 # %% ../nbs/09_viz.ipynb #1e604639
 @patch
 def on_start(self:Dashboard, d):
-    self.running = True
+    self.running, self.clock = True, [(time.perf_counter(), d.iteration)] * 2
     if self.widget: self.show(d)
     else: self.d, self.shown = d, 0
 
@@ -522,14 +610,16 @@ def on_iteration(self:Dashboard, d, rec:dict):
 @patch
 def on_end(self:Dashboard, d):
     self.running = False
-    if d.history and self.shown != d.history[-1]['iteration']: self.refresh(d)
+    # the cell that shows the dashboard keeps a static figure (saved with the notebook); a background thread's cell is gone
+    static = self.handle is not None and threading.current_thread() is not self.thread
+    if d.history and (self.figure is not None or self.shown != d.history[-1]['iteration']):
+        self.refresh(d, whole=True, redraw=not static)   # no redraw of a figure about to be replaced (its plot would be removed mid-draw)
     if self.button is None: return
     done = d.iteration >= d.dc.iterations
     self.button.disabled, self.button.description = True, 'finished' if done else 'stopped'
     self.status.value = f"{d.method_name} {'finished' if done else 'stopped'}: {self.status.value}"
-    # the cell that shows the dashboard keeps a static figure (saved with the notebook); a background thread's cell is gone
     # (a raw bundle: a plotly Figure displays itself as a new output, which would leave the widget in place)
-    if self.handle is not None and threading.current_thread() is not self.thread: self.handle.update(self._repr_mimebundle_(), raw=True)
+    if static: self.handle.update(self._repr_mimebundle_(), raw=True)
 
 # %% ../nbs/09_viz.ipynb #0124eda8
 def _report(dash, e:BaseException):
@@ -566,13 +656,30 @@ def _raise_in(thread:threading.Thread, exc:type|None):
     "Raise `exc` in `thread` at its next Python instruction (None: cancel one not raised yet)."
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc) if exc is not None else None)
 
+# %% ../nbs/09_viz.ipynb #0acbfacf
+class RunStopped(KeyboardInterrupt):
+    "A run ended early on request (Stop, Kernel → Interrupt): a notebook shows its message as one line, not a traceback."
+
+def _one_line(shell, etype, value, tb, tb_offset=None):
+    "IPython's handler of `RunStopped`: the message where the traceback would go."
+    shell._showtraceback(etype, value, [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"])
+
+def _stopped(e:BaseException, default:str)->RunStopped:
+    "`e`'s message (else `default`) as a `RunStopped`, with IPython told to show it as one line (unless it has other custom handlers)."
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+        if ip is not None and ip.custom_exceptions in ((), (RunStopped,)): ip.set_custom_exc((RunStopped,), _one_line)
+    except ImportError: pass
+    return RunStopped(str(e) or default)
+
 # %% ../nbs/09_viz.ipynb #ce12fdbe
 async def run_in_thread(
     fn,                     # a blocking call
     *args,                  # its arguments
     on_interrupt=None,      # called on Kernel → Interrupt; returns True when it stops `fn` itself (else `fn` gets a KeyboardInterrupt)
     **kwargs,
-):                          # what `fn` returns (its exception is raised here)
+):                          # what `fn` returns (its exception is raised here; a KeyboardInterrupt as a `RunStopped`)
     "Await `fn(*args, **kwargs)` run in a worker thread: the kernel handles widget events meanwhile, and an interrupt reaches `fn`."
     loop, ctx, lock, running = asyncio.get_running_loop(), contextvars.copy_context(), threading.Lock(), [True]
     done = loop.create_future()
@@ -584,17 +691,20 @@ async def run_in_thread(
         except BaseException as e: res = (None, e)
         loop.call_soon_threadsafe(lambda: done.done() or done.set_result(res))
     t = threading.Thread(target=work, name='amd_nb-run', daemon=True); t.start()
-    interrupted = False
+    interrupts, first = 0, None
     while not done.done():
-        try: await asyncio.shield(done)
+        try: await asyncio.wait((done,), timeout=0.1)          # wake up: ipykernel queues its interrupt without waking the loop
         except (asyncio.CancelledError, KeyboardInterrupt):    # Kernel → Interrupt cancels an awaiting cell
-            interrupted = True
-            if on_interrupt is not None and on_interrupt(): continue
-            with lock:
+            interrupts += 1
+            if interrupts == 1: first = time.monotonic()
+            if interrupts == 1 and on_interrupt is not None and on_interrupt(): continue
+            if first is not None and interrupts > 1 and time.monotonic() - first < 0.5: continue   # one press seen twice
+            with lock:                                         # a second interrupt does not wait for the iteration
                 if running[0]: _raise_in(t, KeyboardInterrupt)
     res, err = done.result()
+    if isinstance(err, KeyboardInterrupt): raise _stopped(err, 'interrupted') from None
     if err is not None: raise err
-    if interrupted: raise KeyboardInterrupt('interrupted; the run stopped after its current iteration and saved a checkpoint')
+    if interrupts: raise _stopped(KeyboardInterrupt(), 'interrupted; the run stopped after its current iteration (and saved a checkpoint where it has an output folder)')
     return res
 
 # %% ../nbs/09_viz.ipynb #1f4965ef
@@ -623,7 +733,8 @@ def window_figure(
     n = len(P)
     fig = go.Figure(go.Heatmap(z=P.T.tolist(), x=list(range(n)), y=list(range(n)), name='distribution', colorscale='Blues', zmin=0,
                                hovertemplate='t_V=%{x}, t_L=%{y}: p=%{z:.3f}<extra></extra>'))
-    fig.update_xaxes(title='image start epoch t_V', dtick=1).update_yaxes(title='text start epoch t_L', dtick=1, scaleanchor='x')
+    grid = dict(dtick=1, range=[-0.5, n - 0.5], constrain='domain')
+    fig.update_xaxes(title='image start epoch t_V', **grid).update_yaxes(title='text start epoch t_L', scaleanchor='x', **grid)
     return fig.update_layout(title=_window_title(P, R_V, R_L, max_gap), width=440, height=420)
 
 # %% ../nbs/09_viz.ipynb #6b77eb23

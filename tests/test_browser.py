@@ -4,8 +4,11 @@ One JupyterLab server on a free port serves a copy of the quickstart; Playwright
 (`make browser`, a prerequisite of `make test`, installs it), runs every cell on the `tiny` preset (IN_TEST), saves,
 reloads the page, then opens the run's `report.html` from disk. It fails when a plotly figure is not drawn (no SVG) in
 the notebook, after the reload or in the report, when plotly.js is missing (`Plotly is not defined`), when a widget
-model cannot be found, or when the page asks the network for anything. It skips, saying why, only where Chromium or
-Playwright is missing (see `make browser`).
+model cannot be found, when the page raises an error, or when the page asks the network for anything. A second notebook
+runs a live dashboard (`await dash.run_async(run_demo, run)`, 300 iterations) and presses Kernel → Interrupt at
+iteration 45: the run must stop within a few iterations (its `log.jsonl` lines are counted), end in a one-line error, and
+show its synthetic images while it runs. It skips, saying why, only where Chromium or Playwright is missing (see
+`make browser`).
 """
 import json, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
@@ -40,7 +43,7 @@ def lab(tmp_path_factory):
            'JUPYTERLAB_WORKSPACES_DIR': str(root/'.workspaces'), 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop('PLOTLY_RENDERER', None)
     log = open(root/'lab.log', 'w')
-    p = subprocess.Popen([str(BIN/'jupyter'), 'lab', '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1', '--ServerApp.allow_root=True',
+    p = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1', '--ServerApp.allow_root=True',
                           f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}', '--LabApp.expose_app_in_browser=True',
                           '--LabApp.news_url=', '--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
                          env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -80,7 +83,7 @@ def _wait_idle(pg):
     pg.wait_for_selector('.jp-Notebook .jp-Cell', timeout=120_000)
     pg.wait_for_function("() => document.querySelector('.jp-Notebook') && document.body.innerText.includes('| Idle')", timeout=120_000)
 
-def _bad(pg)->list[str]: return [m for m in pg.messages if BAD.search(m)]
+def _bad(pg)->list[str]: return [m for m in pg.messages if BAD.search(m) or m.startswith('pageerror')]
 
 def test_quickstart_in_jupyterlab_offline(lab, page):
     url, token, root = lab
@@ -128,3 +131,54 @@ def test_report_offline(lab, page):
     assert len(divs) >= 8 and all(divs), divs
     assert not _bad(page), _bad(page)
     page.screenshot(path=str(root/'report.png'))
+
+LIVE = ['''from pathlib import Path
+from amd_nb.config import get_preset
+from amd_nb.report import DemoRun, run_demo
+from amd_nb.viz import Dashboard''',
+'''dash = Dashboard(every=5)
+run = DemoRun(get_preset('tiny').override({'distill.iterations': 300}), Path('live_run'), 'tiny', methods=('amd',), coresets=(), full=False,
+              callbacks=(dash,), progress=False)
+await dash.run_async(run_demo, run)''']
+
+IMAGES = """() => [...document.querySelectorAll('.jp-OutputArea img')].filter(i => i.complete && i.naturalWidth > 0 && i.closest('.widget-hbox'))
+                                                                   .map(i => [i.naturalWidth, i.naturalHeight])"""
+BUSY = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))"
+
+def test_live_dashboard_and_kernel_interrupt(lab, page):
+    "The live dashboard shows its images while it runs, Kernel → Interrupt stops `run_async` within a few iterations, no page errors."
+    url, token, root = lab
+    nb = {'cells': [{'cell_type': 'code', 'metadata': {}, 'source': c, 'outputs': [], 'execution_count': None, 'id': f'c{i}'} for i, c in enumerate(LIVE)],
+          'metadata': {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}}, 'nbformat': 4, 'nbformat_minor': 5}
+    (root/'live.ipynb').write_text(json.dumps(nb))
+    logs = lambda: sum(len(f.read_text().splitlines()) for f in (root/'live_run').glob('**/log.jsonl'))
+    page.goto(f'{url}/lab/workspaces/live/tree/live.ipynb?reset&token={token}'); _wait_idle(page)      # a workspace of its own: only this notebook
+    assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path") == 'live.ipynb'
+    page.messages.clear()
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")     # not awaited: it resolves when the run ends
+    images, t0, sent = [], time.time(), None
+    while sent is None:
+        if time.time() - t0 > 300:
+            page.screenshot(path=str(root/'live-timeout.png'), full_page=True)
+            pytest.fail(f"the run never logged 45 iterations; console: {page.messages[-10:]}")
+        n = logs()
+        if n >= 5 and not images: images = page.evaluate(IMAGES)
+        if n >= 45:
+            page.screenshot(path=str(root/'live.png'), full_page=True)
+            page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:interrupt')"); sent = logs()   # Kernel → Interrupt
+        else: page.wait_for_timeout(100)
+    page.wait_for_function(f"() => !({BUSY})()", timeout=120_000)
+    page.wait_for_timeout(1000)
+    page.evaluate("() => { const o = document.querySelectorAll('.jp-OutputArea-child'); o[o.length - 1].scrollIntoView({block: 'end'}); }")
+    page.wait_for_timeout(500); page.screenshot(path=str(root/'live-interrupted.png'), full_page=True)
+    n = logs()
+    errors = page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
+        return nb.model.cells.get(nb.model.cells.length - 1).outputs.toJSON().filter(o => o.output_type === 'error')
+                 .map(o => o.traceback.join('\\n').replace(/\\x1b\\[[0-9;]*m/g, '')); }""")
+    print(f"\nbrowser: live images {images}; Kernel → Interrupt at {sent} logged iterations, the run stopped at {n} of 300; error: {errors}")
+    assert images and all(h >= 64 for w, h in images), f"no synthetic images on the page during the run: {images}"
+    assert n <= sent + 10, f"Kernel → Interrupt at iteration {sent}: the run went on to {n}"
+    assert len(errors) == 1 and len(errors[0].splitlines()) == 1 and errors[0].startswith('RunStopped: distilling amd stopped before its 300'), errors
+    assert 'checkpoint is in' in errors[0] and list((root/'live_run').glob('**/checkpoint.safetensors'))
+    assert not _bad(page), _bad(page)
+    assert not page.blocked, f"the page asked the network for {page.blocked[:5]}"

@@ -200,3 +200,18 @@ def test_umap_2d(blobs):
     assert torch.equal(u, umap_2d(x[::5], seed=0))
     assert umap_2d(x[:3]).shape == (3, 2)
     with pytest.raises(ValueError, match='at least 3 points'): umap_2d(x[:2])
+
+@pytest.mark.slow   # compiles umap-learn from scratch into an empty cache: ~1-3 min on 2 cores
+def test_umap_2d_keeps_torch_threads_and_caches_compiled_code(blobs, tmp_path):
+    "numba's OpenMP start-up put torch on one thread per core (a distillation after it ran ~8x slower on 2 shared cores); "
+    "umap-learn's compiled code persists across processes in `numba_cache_dir()`."
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from amd_nb.spm import umap_2d, numba_cache_dir\n"
+            "umap_2d(torch.randn(60, 8, generator=torch.Generator().manual_seed(0)))\n"
+            "print(torch.get_num_threads(), numba_cache_dir())")
+    env = {**os.environ, 'NUMBA_CACHE_DIR': str(tmp_path/'numba'), 'OMP_NUM_THREADS': '1'}
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['1', str(tmp_path/'numba')]
+    cached = {p.parent.name.split('_')[0] for p in (tmp_path/'numba').rglob('*.nbi')}
+    assert cached == {'umap', 'pynndescent'}, cached                     # umap-learn's own functions too (it declares few cacheable)

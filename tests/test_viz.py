@@ -1,5 +1,5 @@
 "amd_nb.viz: figure structure (trace names, axes, data lengths, window bounds, counts), the window distribution, the dashboard (text, widget, Stop, background) and the window explorer."
-import asyncio, base64, dataclasses, io, json, math, re, threading, time
+import asyncio, base64, dataclasses, io, json, math, os, re, threading, time
 import numpy as np
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,17 +72,17 @@ def test_prototype_figure_traces():
     xy, labels = torch.randn(30, 2), torch.arange(30) % 5
     caps = [f"caption {i}" for i in range(30)]
     fig = prototype_figure(xy, labels, torch.tensor([0, 6, 12]), [1, 2, 3], caps)
-    assert names(fig) == ['points', 'SPM prototypes', 'random']
+    assert names(fig) == ['pairs, coloured by K-means cluster (K = 5)', 'SPM prototypes', 'random']    # the colours say what they are
     assert [len(t.x) for t in fig.data] == [30, 3, 3]
     assert list(fig.data[1].x) == pytest.approx(xy[[0, 6, 12], 0].tolist())
-    assert fig.data[1].text == ('caption 0', 'caption 6', 'caption 12')
+    assert fig.data[1].text == ('cluster 0 · caption 0', 'cluster 1 · caption 6', 'cluster 2 · caption 12')
     assert len(set(fig.data[0].marker.color)) == 5
     assert 'caption' in fig.data[0].hovertemplate or '%{text}' in fig.data[0].hovertemplate
 
 def test_prototype_figure_many_clusters_and_defaults():
     fig = prototype_figure(torch.randn(60, 2), torch.arange(60), [0])         # 60 clusters: the palette cycles
     assert len(set(fig.data[0].marker.color)) == len(PALETTE)
-    assert names(prototype_figure(torch.randn(4, 2), None, [0, 1])) == ['points', 'SPM prototypes']
+    assert names(prototype_figure(torch.randn(4, 2), None, [0, 1])) == ['pairs', 'SPM prototypes']
     big = prototype_figure(torch.randn(500, 2), torch.arange(500), [7, 420], random=[1, 2], max_points=50)
     assert [len(t.x) for t in big.data] == [50, 2, 2] and len(big.data[0].marker.color) == 50     # background subsampled, marks kept
     assert len(set(big.data[0].customdata.tolist())) == 50
@@ -98,25 +98,38 @@ def test_prototype_figure_takes_selections():
 
 # ---------------------------------------------------------------- MMD
 
+def window_rows(fig)->dict: return {t.name: (list(t.x), set(t.y), t.yaxis) for t in fig.data if 'window' in t.name}
+
 def test_mmd_figure_windows_are_RV_RL():
     fig = mmd_figure(CURVES)
-    bands = {s.name: (s.x0, s.x1) for s in fig.layout.shapes}
-    assert bands == {'image window [0, R_V]': (0, CURVES.R_V), 'text window [0, R_L]': (0, CURVES.R_L)}
+    assert window_rows(fig) == {f'image window t_V ≤ {CURVES.R_V}': (list(range(CURVES.R_V + 1)), {'t_V'}, 'y3'),
+                                f'text window t_L ≤ {CURVES.R_L}': (list(range(CURVES.R_L + 1)), {'t_L'}, 'y3')}
     assert CURVES.R_V != CURVES.R_L                        # the test tells the two apart
-    main = [n for n in names(fig) if 'expert' not in n]
+    assert fig.layout.shapes == ()                         # no band tints the curves or the gap between panels
+    main = [n for n in names(fig) if 'expert' not in n and 'window' not in n]
     assert main == ['image', 'text', 'ratio', 'median']
-    assert len(fig.data) == 4 + 2 * len(CURVES.experts)
+    assert len(fig.data) == 6 + 2 * len(CURVES.experts)
     tr = {t.name: t for t in fig.data}
     assert list(tr['image'].x) == [1, 2, 3, 4, 5] and tuple(tr['ratio'].y) == tuple(CURVES.ratio)
     assert set(tr['median'].y) == {CURVES.median}
     assert fig.layout.yaxis.title.text == 'MMD' and fig.layout.yaxis2.title.text == 'ratio'
-    assert fig.layout.xaxis2.title.text.startswith('epoch')
+    assert fig.layout.xaxis3.title.text.startswith('epoch') and fig.layout.xaxis3.dtick == 1
+    assert [a.text for a in fig.layout.annotations][-1] == 'start-epoch windows'
 
 def test_mmd_figure_without_experts_and_rbf():
     c = dataclasses.replace(CURVES, kernel='rbf', R_V=0)
     fig = mmd_figure(c, per_expert=False)
-    assert names(fig) == ['image', 'text', 'ratio', 'median']
-    assert fig.layout.yaxis.title.text == 'MMD²' and fig.layout.shapes[0].x1 == 0
+    assert names(fig)[:4] == ['image', 'text', 'ratio', 'median']
+    assert fig.layout.yaxis.title.text == 'MMD²' and window_rows(fig)['image window t_V ≤ 0'][0] == [0]
+
+def test_mmd_figure_draws_two_window_rules():
+    "Windows of two rules (a dict) as rows one under the other, named; the title gives both and the curves' own."
+    fig = mmd_figure(CURVES, windows={'literal': (4, 1), 'intent': (1, 3)})
+    rows = window_rows(fig)
+    assert list(rows) == ['literal: image window t_V ≤ 4', 'literal: text window t_L ≤ 1', 'intent: image window t_V ≤ 1', 'intent: text window t_L ≤ 3']
+    assert rows['intent: text window t_L ≤ 3'][:2] == ([0, 1, 2, 3], {'intent t_L'})
+    assert fig.layout.yaxis3.categoryarray == ('intent t_L', 'intent t_V', 'literal t_L', 'literal t_V')
+    assert fig.layout.title.text.startswith('MMD dynamic sampling: literal: R_V = 4, R_L = 1; intent: R_V = 1, R_L = 3 (the curves give')
 
 # ---------------------------------------------------------------- sampling
 
@@ -155,8 +168,8 @@ def test_sampling_figure_async_orientation_and_outline():
     fig = sampling_figure(hist, epochs=4, windows=(2, 3))
     assert torch.equal(torch.tensor(fig.data[0].z).T, start_epoch_counts(hist, 4))
     assert start_epoch_counts(hist, 4)[0, 3] == 2                                # rejected iterations count too
-    (box,) = [s for s in fig.layout.shapes if s.name == 'allowed']
-    assert (box.x1, box.y1) == (2.5, 3.5)
+    (box,) = fig.layout.shapes
+    assert (box.x1, box.y1, box.name, box.showlegend) == (2.5, 3.5, 'windows t_V ≤ 2, t_L ≤ 3', True)   # named in the legend
     assert len(sampling_figure(hist).data[0].z) == 4                             # grid from the largest draw
     with pytest.raises(ValueError, match=r'iteration 1 drew \(t_image=0, t_text=3\), outside the 0..2 grid'): sampling_figure(hist, epochs=4, expert_epochs=2)
 
@@ -174,6 +187,28 @@ def test_run_figure():
     sim = run_figure([{**r, 'sim_diag': 1., 'sim_offdiag': .1} for r in hist])
     assert names(sim)[-3:] == ['mean diagonal', 'mean |off-diagonal|', 'rejected'] and sim.layout.xaxis3.title.text == 'iteration'
     assert len(run_figure([]).data) == 6
+
+def test_run_figure_reads_at_a_glance():
+    "Whole iterations on a short run, one legend per panel (so loss_image and cos_image are not two blue lines in one legend), S in colours."
+    hist = [{**record(i), 'cos_image': .1, 'cos_text': .2, 'sim_diag': 1., 'sim_offdiag': .01, 'sim_offdiag_max': .1} for i in (1, 2, 3)]
+    fig = run_figure(hist)
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis4.dtick == 1
+    by_legend = {}
+    for t in fig.data: by_legend.setdefault(t.legend, []).append(t.name)
+    assert by_legend == {'legend': ['loss', 'loss_image', 'loss_text', 'rejected'], 'legend2': ['cos_image', 'cos_text'],
+                         'legend3': ['lr_image', 'lr_text'], 'legend4': ['mean diagonal', 'mean |off-diagonal|', 'max |off-diagonal|']}
+    for i in range(1, 5):                                   # each legend at the top of its panel
+        key = f"legend{i if i > 1 else ''}"
+        assert fig.layout[key].y == fig.layout[f"yaxis{i if i > 1 else ''}"].domain[1]
+    s = [t for t in fig.data if t.legend == 'legend4']
+    assert len({(t.line.color, t.line.dash) for t in s}) == 3 and not {t.line.color for t in s} & {'grey', 'black', '#333333'}
+    assert fig.layout.yaxis4.type == 'log' and fig.layout.yaxis4.title.text == 'value (log)'   # 1 and 0.01 on one axis: both readable
+    assert run_figure([record(i) for i in range(1, 301)]).layout.xaxis.dtick is None     # long runs: plotly's own ticks
+
+def test_sampling_figure_axes_are_whole_start_epochs():
+    fig = sampling_figure([record(i, 0, 0) for i in (1, 2, 3)], epochs=3)   # a sync run that only drew 0
+    assert fig.layout.yaxis2.range == (-0.5, 2.5) and fig.layout.xaxis2.dtick == 1
+    assert fig.layout.xaxis.range == fig.layout.yaxis.range == (-0.5, 2.5) and fig.layout.xaxis.constrain == 'domain'   # no −1 on the heatmap
 
 # ---------------------------------------------------------------- synthetic images
 
@@ -277,7 +312,7 @@ def shown(view)->dict:
 
 def test_dashboard_widget_mode_and_stop_button():
     d = fake_distiller(T=5, M=2)
-    dash = Dashboard(every=2, mode='widget', images=4)
+    dash = Dashboard(every=2, mode='widget', images=4, redraw_seconds=0)
     dash.on_start(d)
     assert isinstance(dash.figure, go.Figure) and len(dash.figure.data[6].z) == 4      # T − M + 1
     assert not dash.button.disabled                                                     # pytest's main thread is no kernel: nothing blocks
@@ -295,6 +330,75 @@ def test_dashboard_widget_mode_and_stop_button():
     assert snap.layout.title.text == dash.status.value and list(snap.data[0].x) == list(dash.figure.data[0].x) and snap is not dash.figure
     assert 'application/vnd.plotly.v1+json' in dash._repr_mimebundle_()
     assert dash.stop() is False                                                         # nothing runs: Stop does nothing
+
+def test_dashboard_live_images_and_redraws(monkeypatch):
+    "The live images are a PNG in their own widget (a plotly image trace redrawn every few iterations stays an empty box); the figure redraws at most every `redraw_seconds`."
+    from PIL import Image
+    d = fake_distiller()
+    dash = Dashboard(every=1, mode='widget', images=4, redraw_seconds=3600)
+    dash.on_start(d)
+    im = Image.open(io.BytesIO(dash.strip.value))
+    assert im.size[1] >= 64 and im.size[0] > 3 * im.size[1]                               # 4 images in a row, at least 64 px high
+    assert 'images' not in names(dash.figure) and names(dash.figure)[-1] == 'draws'         # the live figure has no image panel
+    first = dash.view.outputs
+    for i in (1, 2, 3):
+        rec = record(i); d.history.append(rec); d.iteration = i; dash.on_iteration(d, rec)
+    assert dash.view.outputs is first and dash.status.value.startswith('it 3/7')           # status every refresh, figure not yet
+    dash.sent -= 3600
+    rec = record(4); d.history.append(rec); d.iteration = 4; dash.on_iteration(d, rec)
+    assert shown(dash.view)['data'][0]['x'] == [1, 2, 3, 4]
+    dash.on_end(d)                                                                         # no kernel: the widget stays, with the last state
+    assert shown(dash.view)['data'][0]['x'] == [1, 2, 3, 4] and 'images' in names(dash.snapshot())
+
+def test_dashboard_reports_wall_seconds_per_iteration():
+    "The status line's s/it is wall time (everything between refreshes), not the step's own `seconds` (compute only)."
+    buf, d = io.StringIO(), fake_distiller(iterations=4)
+    dash = Dashboard(every=2, mode='text', file=buf)
+    dash.on_start(d)
+    for i in range(1, 5):
+        time.sleep(0.05); rec = record(i); d.history.append(rec); d.iteration = i; dash.on_iteration(d, rec)   # record: seconds=0.01
+    dash.on_end(d)
+    speeds = [float(re.search(r'\| ([\d.]+) s/it$', l).group(1)) for l in buf.getvalue().splitlines()]
+    assert len(speeds) == 2 and all(0.045 < s < 0.5 for s in speeds), speeds
+
+def test_stopped_run_shows_one_line_in_ipython():
+    "Stop or Kernel → Interrupt ends the cell with its message only, not ~20 lines of library frames."
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    sh = InteractiveShell.instance()
+    with capture_output() as cap:
+        sh.run_cell("from amd_nb.viz import run_in_thread\n"
+                    "def job(): raise KeyboardInterrupt('distilling amd stopped before its 300 iterations; its checkpoint is in runs/x: run the job again to resume')\n"
+                    "await run_in_thread(job)")
+    assert cap.stdout.strip() == '\x1b[0;31mRunStopped\x1b[0m: distilling amd stopped before its 300 iterations; its checkpoint is in runs/x: run the job again to resume'
+    assert sh.custom_exceptions == (RunStopped,)
+    with capture_output() as cap: sh.run_cell("1 / 0")                                        # other errors keep their traceback
+    assert 'ZeroDivisionError' in cap.stdout and 'Traceback' in cap.stdout
+
+def test_run_in_thread_hears_an_interrupt_queued_without_waking_the_loop():
+    "ipykernel's SIGINT handler queues the cell's cancellation with a plain `call_soon`, which does not wake a loop asleep in select: the run "
+    "went on to its end. The await wakes up every 0.1 s, so the interrupt arrives within a few iterations."
+    import signal
+    stop, heard = threading.Event(), []
+    def work():
+        for _ in range(2000):                               # 20 s unless stopped
+            if stop.wait(0.01): return 'stopped'
+        return 'ran to the end'
+    def on_interrupt(): heard.append(time.time()); stop.set(); return True
+    async def main():
+        async def cell():                                   # the awaiting cell (a RunStopped is a KeyboardInterrupt: caught in its task)
+            try: return await run_in_thread(work, on_interrupt=on_interrupt)
+            except RunStopped: return 'stopped'
+        loop, task = asyncio.get_running_loop(), asyncio.ensure_future(cell())
+        old = signal.signal(signal.SIGINT, lambda *a: loop.call_soon(task.cancel))        # what ipykernel's handler does
+        try:
+            await asyncio.sleep(0.3); sent = time.time()
+            threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
+            await task
+            return sent
+        finally: signal.signal(signal.SIGINT, old)
+    sent = asyncio.run(main())
+    assert heard and heard[0] - sent < 2, f"interrupt heard after {heard[0] - sent if heard else None} s"
 
 def test_dashboard_lr_traces_differ_from_losses():
     fig = dashboard_figure(size=3)
@@ -430,11 +534,11 @@ def test_window_explorer_sliders_drive_the_figures():
     assert [s.value for s in ex.sliders.values()] == [CURVES.R_V, CURVES.R_L, top] and all(s.max == top for s in ex.sliders.values())
     views = ex.children[1].children
     def check(R_V, R_L, gap):
-        "Everything on screen agrees with the sliders: heatmap, its title, the shaded windows, the MMD title."
+        "Everything on screen agrees with the sliders: heatmap, its title, the window rows, the MMD title."
         mf, fw = ex.figures
         assert torch.equal(torch.tensor(fw.data[0].z, dtype=torch.float64).T, window_distribution(R_V, R_L, gap, CURVES.epochs, CURVES.expert_epochs))
         assert fw.layout.title.text.startswith(f'R_V={R_V}, R_L={R_L}, max_gap={gap}:')
-        assert [(s.x1, s.label.text.split()[-1]) for s in mf.layout.shapes] == [(R_V, str(R_V)), (R_L, str(R_L))]
+        assert [(max(t.x), t.name.split()[-1]) for t in mf.data if 'window' in t.name] == [(R_V, str(R_V)), (R_L, str(R_L))]
         assert mf.layout.title.text.startswith(f'MMD dynamic sampling: R_V = {R_V}, R_L = {R_L}')
         assert [shown(v)['layout']['title']['text'] for v in views] == [mf.layout.title.text, fw.layout.title.text]
         assert shown(views[1])['data'][0]['z'] == fw.data[0].z or list(map(list, fw.data[0].z)) == shown(views[1])['data'][0]['z']
