@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_tune.ipynb #88e64472
 from __future__ import annotations
-import csv, dataclasses, html, io, math, os, re, socket, time, warnings
+import csv, dataclasses, html, io, math, os, re, signal, socket, threading, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,7 +22,7 @@ from .evaluate import _eval_cfg, evaluate_set, synthetic_set
 from .io import RunLayout, atomic_write, slug
 
 # %% auto #0
-__all__ = ['SEARCH_SPACE', 'HEARTBEAT', 'GRACE', 'MAX_RETRIES', 'FINISHED', 'PRUNERS', 'TuneError', 'LogAround', 'StartEpochs',
+__all__ = ['SEARCH_SPACE', 'FINISHED', 'HEARTBEAT', 'GRACE', 'MAX_RETRIES', 'PRUNERS', 'TuneError', 'LogAround', 'StartEpochs',
            'Needs', 'config_value', 'has_key', 'families', 'method_space', 'search_space', 'parse_distribution',
            'parse_space', 'suggest', 'trial_config', 'ValScores', 'run_trial', 'open_storage', 'study_settings',
            'open_study', 'worker_id', 'retry_trial', 'recover', 'trial_counts', 'TuneRun', 'tune', 'trial_state',
@@ -177,17 +177,21 @@ def trial_config(base:Config, params:dict)->Config:
     "The config one trial distils and judges with: `base` with `params`, evaluated on the val split, no model selection."
     return base.override({**params, 'eval.split': 'val', 'eval.select_on_val': False})
 
-# %% ../nbs/08b_tune.ipynb #ad87f602
+# %% ../nbs/08b_tune.ipynb #2d0c8808
+_CTRL_C = threading.Event()   # set by a Ctrl-C during a tuning (`_ctrl_c_remembered`, below)
+
+# %% ../nbs/08b_tune.ipynb #12155c62
 class ValScores(Callback):
     "Score the synthetic set on val every `every` iterations, report it to the trial, and stop the distillation when the pruner says so."
     def __init__(self, trial, val, cfg:Config, every:int): self.trial, self.val, self.cfg, self.every, self.pruned = trial, val, cfg, every, None
     def on_iteration(self, d, rec):
+        if _CTRL_C.is_set(): raise KeyboardInterrupt   # a Ctrl-C swallowed by a finaliser
         if d.iteration % self.every or d.iteration >= d.dc.iterations: return
         r = evaluate_set(synthetic_set(d.syn), self.cfg, self.val, progress=False)['mean']['r_mean']
         self.trial.report(r, d.iteration)
         if self.trial.should_prune(): self.pruned = (d.iteration, r); d.stop()
 
-# %% ../nbs/08b_tune.ipynb #4936f066
+# %% ../nbs/08b_tune.ipynb #4b49adf3
 def run_trial(trial,                   # an Optuna trial: its `report`/`should_prune` drive pruning
               cfg:Config,              # the trial's config (`trial_config`)
               store:TrajectoryStore,   # the experts
@@ -210,18 +214,19 @@ def run_trial(trial,                   # an Optuna trial: its `report`/`should_p
     trial.report(res['mean']['r_mean'], cfg.distill.iterations)
     return res['mean']['r_mean']
 
-# %% ../nbs/08b_tune.ipynb #79f73cf3
+# %% ../nbs/08b_tune.ipynb #d5178c15
 @patch
 def tune(self:RunLayout, method:str)->Path:
     "Where tuning `method` keeps its study and results: `tune/<method>/` (study.db, best.yaml, trials.csv, tune.html)."
     return self.root/'tune'/slug(method)
 
-# %% ../nbs/08b_tune.ipynb #20976ecf
+# %% ../nbs/08b_tune.ipynb #4701da2a
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)   # the trials that count towards --trials: scored, pruned or diverged
 HEARTBEAT, GRACE = 20, 120   # seconds: a running trial's process writes a heartbeat this often (RDB storages); after GRACE without one, its trial is retried
 
 def _masked(url:str)->str: return re.sub(r'(//[^:/@]*:)[^@/]*@', r'\1***@', str(url))
 
-# %% ../nbs/08b_tune.ipynb #e12b508b
+# %% ../nbs/08b_tune.ipynb #8c6544a4
 @contextmanager
 def _optuna_quiet():
     "Optuna's own log lines and experimental-feature warnings off: the tuning prints one line per trial itself."
@@ -232,37 +237,39 @@ def _optuna_quiet():
         try: yield
         finally: optuna.logging.set_verbosity(old)
 
-# %% ../nbs/08b_tune.ipynb #21240890
+# %% ../nbs/08b_tune.ipynb #1e3c9001
 def open_storage(url:str|None,      # an Optuna RDB URL, a journal file path, or None: SQLite in `folder`
                  folder:Path,        # the tuning folder
                  on_stale=None,      # `f(study, trial)` for a trial whose process stopped sending heartbeats (RDB storages)
                 ):
     "The Optuna storage a study lives in; a `TuneError` naming the (password-masked) URL when it cannot be opened."
     if url is None: Path(folder).mkdir(parents=True, exist_ok=True); url = f"sqlite:///{(Path(folder)/'study.db').resolve()}"
-    try:
-        if '://' not in url: return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
-        kw = {'connect_args': {'timeout': 60}} if url.startswith('sqlite') else {}
-        with _optuna_quiet(): return optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                                                                heartbeat_stale_trial_callback=on_stale)
-    except Exception as e:
-        raise TuneError(f"--storage {_masked(url)}: cannot open it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    for attempt in range(3):   # processes that start together race to create the tables: the loser opens them on a second try
+        try:
+            if '://' not in url: return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+            kw = {'connect_args': {'timeout': 60}} if url.startswith('sqlite') else {}
+            with _optuna_quiet(): return optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                                                                    heartbeat_stale_trial_callback=on_stale)
+        except Exception as e: err = e; time.sleep(0.5 + attempt if attempt < 2 else 0)
+    raise TuneError(f"--storage {_masked(url)}: cannot open it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
 
-# %% ../nbs/08b_tune.ipynb #7b2ba803
+# %% ../nbs/08b_tune.ipynb #39b31ced
 def study_settings(cfg:Config, store:TrajectoryStore, space:dict)->dict:
     "What a study's trials depend on: the distill and eval sections (less the searched keys), the seed, the experts and the space."
     return flat_settings(trial_config(cfg, {}).to_dict(), ('distill', 'eval', 'seed'), drop=(*space, 'distill.checkpoint_every'),
                          experts=store.identity) | {'space': {k: distribution_to_json(d) for k, d in space.items()}}
 
-# %% ../nbs/08b_tune.ipynb #d94af66b
+# %% ../nbs/08b_tune.ipynb #3413870e
 def open_study(storage, name:str, settings:dict, where:str)->optuna.Study:
     "The study `name` in `storage`, created (recording `settings`) or resumed (a `SettingsChanged` when made with others)."
     study = optuna.create_study(storage=storage, study_name=name, direction='maximize', load_if_exists=True)
-    if 'settings' not in study.user_attrs and not study.trials: study.set_user_attr('settings', settings)
+    if 'settings' not in study.user_attrs and not any(t.state in FINISHED for t in study.get_trials(deepcopy=False)):
+        study.set_user_attr('settings', settings)   # a new study (another process starting with this one may set the same)
     check_settings(study.user_attrs.get('settings'), settings, f"study {name!r} in {where}",
                    "use a new --out (or --study NAME), or delete that study")
     return study
 
-# %% ../nbs/08b_tune.ipynb #f204ed79
+# %% ../nbs/08b_tune.ipynb #208bbb02
 def worker_id()->str:
     "This process as its trials record it: 'host:pid'."
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -275,28 +282,25 @@ def _gone(worker:str)->bool:
     except ProcessLookupError: return True
     except PermissionError: return False
 
-# %% ../nbs/08b_tune.ipynb #191f6011
+# %% ../nbs/08b_tune.ipynb #ba9efc39
 MAX_RETRIES = 3   # a trial interrupted again and again (its settings crash the process?) is given up after this many retries
 
-def retry_trial(study:optuna.Study, trial):
-    "Queue an interrupted `trial`'s settings as a new trial (once, and at most `MAX_RETRIES` deep)."
+def retry_trial(study:optuna.Study, trial)->bool:
+    "Queue an interrupted `trial`'s settings as a new trial (once, and at most `MAX_RETRIES` deep); was it queued?"
     n = trial.user_attrs.get('retries', 0)
-    if not trial.params or n >= MAX_RETRIES or any(t.user_attrs.get('retry_of') == trial.number for t in study.get_trials(deepcopy=False)): return
+    if not trial.params or n >= MAX_RETRIES or any(t.user_attrs.get('retry_of') == trial.number for t in study.get_trials(deepcopy=False)): return False
     study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number, 'retries': n + 1})
+    return True
 
-# %% ../nbs/08b_tune.ipynb #0d02a9af
+# %% ../nbs/08b_tune.ipynb #67c1115f
 def recover(study:optuna.Study, storage)->list[int]:
-    "Fail the running trials whose process on this machine is gone, and queue every interrupted trial again; the numbers failed."
-    gone = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _gone(t.user_attrs.get('worker', ''))]
-    for t in gone:   # a storage call: Optuna's public API cannot end another process's trial
-        storage.set_trial_user_attr(t._trial_id, 'interrupted', True); storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get('interrupted'): retry_trial(study, t)
-    return [t.number for t in gone]
+    "Fail the running trials whose process on this machine is gone, and queue every interrupted trial again; the numbers queued."
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _gone(t.user_attrs.get('worker', '')):   # storage calls: Optuna's public API cannot end another process's trial
+            storage.set_trial_user_attr(t._trial_id, 'interrupted', True); storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get('interrupted') and retry_trial(study, t)]
 
-# %% ../nbs/08b_tune.ipynb #4ffde1a6
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)   # what counts towards --trials
-
+# %% ../nbs/08b_tune.ipynb #a0ce215e
 def trial_counts(study:optuna.Study)->tuple[int, int]:
     "(finished, running) trials of the study."
     ts = study.get_trials(deepcopy=False)
@@ -308,7 +312,7 @@ def _surplus(study:optuna.Study, trial, wanted:int)->bool:
     return sum(t.state in FINISHED or (t.state == TrialState.RUNNING and (t.datetime_start, t.number) < me)
                for t in study.get_trials(deepcopy=False) if t.number != trial.number) >= wanted
 
-# %% ../nbs/08b_tune.ipynb #3b91dfae
+# %% ../nbs/08b_tune.ipynb #428f153e
 PRUNERS = Registry('pruner')
 PRUNERS.register('median', lambda: optuna.pruners.MedianPruner(n_startup_trials=5))   # below the median of earlier trials at the same iteration
 PRUNERS.register('halving', lambda: optuna.pruners.SuccessiveHalvingPruner())         # successive halving (asynchronous)
@@ -316,7 +320,19 @@ PRUNERS.register('none', lambda: optuna.pruners.NopPruner())
 
 def _sampler(seed:int, n:int): return optuna.samplers.TPESampler(seed=seed * 100_003 + n, multivariate=True, constant_liar=True)
 
-# %% ../nbs/08b_tune.ipynb #716e05b1
+# %% ../nbs/08b_tune.ipynb #04d16704
+@contextmanager
+def _ctrl_c_remembered():
+    "While tuning, Ctrl-C raises `KeyboardInterrupt` as usual and also sets `_CTRL_C` (read at every distillation iteration)."
+    _CTRL_C.clear()
+    def handler(sig, frame): _CTRL_C.set(); raise KeyboardInterrupt
+    mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    old = signal.signal(signal.SIGINT, handler) if mine else None
+    try: yield
+    finally:
+        if mine: signal.signal(signal.SIGINT, old)
+
+# %% ../nbs/08b_tune.ipynb #af856769
 @dataclass
 class TuneRun:
     "One tuning: the base config (its `distill.method` is tuned), the experts, the space, where the study lives, the finished trials wanted."
@@ -341,7 +357,7 @@ class TuneRun:
         if self.rungs < 1: raise TuneError(f"--rungs: want a number ≥ 1, got {self.rungs!r}")
         PRUNERS.lookup(self.pruner)
 
-# %% ../nbs/08b_tune.ipynb #881794d9
+# %% ../nbs/08b_tune.ipynb #139af757
 def _short(params:dict)->str: return ' '.join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in params.items())
 
 def _objective(run:TuneRun, train, val):
@@ -357,19 +373,20 @@ def _objective(run:TuneRun, train, val):
         return value
     return objective
 
-# %% ../nbs/08b_tune.ipynb #55b800d6
+# %% ../nbs/08b_tune.ipynb #f6010f4b
 def tune(run:TuneRun)->optuna.Study:
     "Run (or resume) the tuning until its study holds `run.trials` finished trials, write best.yaml, trials.csv and tune.html; return the study."
     say, data = run.say or (lambda s: None), run.store.data_config(run.cfg.data.cache_dir)
     train, val = (load_split(data, s, progress=False, seed=run.store.config.seed) for s in ('train', 'val'))
-    with _optuna_quiet():
+    with _optuna_quiet(), _ctrl_c_remembered():
         storage = open_storage(run.storage, run.folder, on_stale=retry_trial)
         study = open_study(storage, run.study, study_settings(run.cfg, run.store, run.space), _masked(run.storage or run.folder/'study.db'))
         study.pruner, t0 = PRUNERS[run.pruner](), time.time()
-        if back := recover(study, storage): say(f"trials {', '.join(map(str, back))} were interrupted: their settings run again")
+        if back := recover(study, storage): say(f"trial{'s' * (len(back) > 1)} {', '.join(map(str, back))} interrupted: {'their' if len(back) > 1 else 'its'} settings run again")
         say(f"{run.study}: {trial_counts(study)[0]} of {run.trials} trials finished; searching {', '.join(run.space)} on val ({len(val)} images)")
         while True:
-            recover(study, storage)
+            if _CTRL_C.is_set(): raise KeyboardInterrupt
+            if back := recover(study, storage): say(f"trial{'s' * (len(back) > 1)} {', '.join(map(str, back))} interrupted elsewhere: run again")
             done, running = trial_counts(study)
             if done + running >= run.trials:
                 if done < run.trials: say(f"the other {run.trials - done} trials are running in other processes")
@@ -380,7 +397,7 @@ def tune(run:TuneRun)->optuna.Study:
         write_results(run, study)
     return study
 
-# %% ../nbs/08b_tune.ipynb #d39fef32
+# %% ../nbs/08b_tune.ipynb #b3c8faff
 def trial_state(t)->str:
     "How a trial ended, as the table says it: complete, pruned, diverged, interrupted, surplus, failed, running or waiting."
     a = t.user_attrs
@@ -388,27 +405,28 @@ def trial_state(t)->str:
     if t.state == TrialState.FAIL: return 'interrupted' if a.get('interrupted') else 'surplus' if a.get('surplus') else 'failed'
     return t.state.name.lower()
 
-# %% ../nbs/08b_tune.ipynb #b6920e35
+# %% ../nbs/08b_tune.ipynb #1012f76c
 def trials_table(study:optuna.Study)->list[dict]:
     "One row per trial: its state, val r_mean (± std over models), settings, the last iteration scored, seconds, the trial it retries, why it diverged."
     ts = study.get_trials(deepcopy=False)
-    keys = list(dict.fromkeys(k for t in ts for k in t.params))
+    keys, retried = list(dict.fromkeys(k for t in ts for k in t.params)), {t.user_attrs.get('retry_of') for t in ts}
     def row(t):
         last = max(t.intermediate_values) if t.intermediate_values else None
-        return dict(trial=t.number, state=trial_state(t), val_r_mean=t.value if t.state == TrialState.COMPLETE else None,
+        state = 'interrupted' if t.number in retried and trial_state(t) == 'failed' else trial_state(t)   # stale on another machine
+        return dict(trial=t.number, state=state, val_r_mean=t.value if t.state == TrialState.COMPLETE else None,
                     val_std=t.user_attrs.get('val_std'), **{k: t.params.get(k) for k in keys}, iteration=last,
                     val_at_iteration=t.intermediate_values.get(last), seconds=t.user_attrs.get('seconds'),
                     retry_of=t.user_attrs.get('retry_of'), worker=t.user_attrs.get('worker'), note=t.user_attrs.get('diverged', ''))
     return [row(t) for t in ts]
 
-# %% ../nbs/08b_tune.ipynb #df9eb747
+# %% ../nbs/08b_tune.ipynb #e8cbab73
 def best_config(run:TuneRun, study:optuna.Study)->dict:
     "{'distill': …}: the best trial's distill settings that differ from the preset's, and the method."
     best = trial_config(run.cfg, study.best_trial.params).to_dict()['distill']
     base = (get_preset(run.preset) if run.preset in PRESETS else Config()).to_dict()['distill']
     return {'distill': {k: v for k, v in best.items() if k == 'method' or v != base.get(k)}}
 
-# %% ../nbs/08b_tune.ipynb #84d3bff4
+# %% ../nbs/08b_tune.ipynb #1628a3e9
 def best_yaml(run:TuneRun, study:optuna.Study)->str:
     "best.yaml: `best_config` with a header saying where it comes from and how to use it."
     import yaml
@@ -419,7 +437,7 @@ def best_yaml(run:TuneRun, study:optuna.Study)->str:
             f"Use it on top of preset '{run.preset}' and the same data: amd-compare --preset {run.preset} --data {run.cfg.data.source} --config best.yaml ..."]
     return ''.join(f"# {h}\n" for h in head) + yaml.safe_dump(best_config(run, study), sort_keys=False)
 
-# %% ../nbs/08b_tune.ipynb #b64a3693
+# %% ../nbs/08b_tune.ipynb #b34b61c8
 def tune_figures(study:optuna.Study)->list:
     "(heading, sentence, figure) of Optuna's plots of the study: history, parameter importances, parallel coordinates, intermediate val scores."
     from optuna import visualization as vis
@@ -433,7 +451,7 @@ def tune_figures(study:optuna.Study)->list:
     out.append(('Val r_mean during distillation', 'The scores the pruner compares; a pruned trial stops early.', vis.plot_intermediate_values(study)))
     return out
 
-# %% ../nbs/08b_tune.ipynb #3bb694a3
+# %% ../nbs/08b_tune.ipynb #8431ff62
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}"
         "h2{margin-top:2em;border-bottom:1px solid #ddd}code{background:#f4f4f4;padding:0 .2em}")
@@ -443,7 +461,7 @@ def _table_html(rows:list[dict])->str:
     return ('<table><tr>' + ''.join(f"<th>{html.escape(k.split('.')[-1])}</th>" for k in rows[0]) + '</tr>'
             + ''.join('<tr>' + ''.join(f"<td>{cell(v)}</td>" for v in r.values()) + '</tr>' for r in rows) + '</table>') if rows else ''
 
-# %% ../nbs/08b_tune.ipynb #36f69a57
+# %% ../nbs/08b_tune.ipynb #664377f2
 def tune_html(run:TuneRun, study:optuna.Study, plotlyjs:str|None=None)->str:
     "The self-contained tune.html page of a study."
     import plotly.io as pio
@@ -460,7 +478,7 @@ def tune_html(run:TuneRun, study:optuna.Study, plotlyjs:str|None=None)->str:
             f"<script type='text/javascript'>{plotlyjs}</script></head><body><h1>{html.escape(title)}</h1>{intro}{''.join(parts)}"
             f"<h2>Trials</h2>{_table_html(rows)}</body></html>")
 
-# %% ../nbs/08b_tune.ipynb #9e334a96
+# %% ../nbs/08b_tune.ipynb #6670d8d8
 def write_results(run:TuneRun, study:optuna.Study)->Path|None:
     "Write trials.csv, and once a trial is scored best.yaml and tune.html, into the tuning folder; return best.yaml's path."
     rows, f = trials_table(study), run.folder
@@ -473,10 +491,10 @@ def write_results(run:TuneRun, study:optuna.Study)->Path|None:
     atomic_write(f/'tune.html', lambda p: Path(p).write_text(tune_html(run, study), encoding='utf-8'))
     return f/'best.yaml'
 
-# %% ../nbs/08b_tune.ipynb #587dc712
+# %% ../nbs/08b_tune.ipynb #bec5314a
 def _set_keys(overrides)->set: return {o.split('=', 1)[0].strip() for o in overrides if '=' in o}
 
-# %% ../nbs/08b_tune.ipynb #0395d742
+# %% ../nbs/08b_tune.ipynb #172bb180
 def _experts(cfg:Config, args, path:Path, say)->TrajectoryStore:
     "The experts the trials distil from: `--experts`, or `path`, trained first when missing or unfinished."
     from amd_nb.experts import train_experts
@@ -485,7 +503,7 @@ def _experts(cfg:Config, args, path:Path, say)->TrajectoryStore:
     say(f"amd-tune: training {cfg.expert.n_experts} experts into {path} first")
     return train_experts(cfg, path, progress=not args.quiet)
 
-# %% ../nbs/08b_tune.ipynb #02189f64
+# %% ../nbs/08b_tune.ipynb #4a914f05
 def tune_from_args(args)->TuneRun:
     "The `TuneRun` parsed `amd-tune` arguments describe, every input checked (and the experts trained if missing) before any trial."
     from amd_nb.cli import config_from_args, run_layout
@@ -499,7 +517,7 @@ def tune_from_args(args)->TuneRun:
     return TuneRun(cfg, store, run_layout(args).tune(cfg.distill.method), args.trials, space(store.epochs), args.storage, args.study,
                    args.rungs, args.pruner, args.timeout, args.preset)
 
-# %% ../nbs/08b_tune.ipynb #95eabc5d
+# %% ../nbs/08b_tune.ipynb #11b93620
 def _tune(args):
     from amd_nb.cli import run_layout
     run = tune_from_args(args); t0 = time.time()
@@ -512,7 +530,7 @@ def _tune(args):
           f"then, once, on the test split: amd-compare --preset {args.preset}{data} --config {run.folder/'best.yaml'} "
           f"--methods random {run.cfg.distill.method} --out {run_layout(args).root}")
 
-# %% ../nbs/08b_tune.ipynb #249cc593
+# %% ../nbs/08b_tune.ipynb #1bf5d5d2
 def amd_tune(argv:list[str]|None=None)->int:
     "Choose a method's settings on the val split with Optuna: `amd-tune --preset demo --method amd --trials 30 --out runs/demo`."
     from amd_nb.cli import base_parser, run_cli
