@@ -19,15 +19,15 @@ from .data import load_split
 from .experts import TrajectoryStore
 from .distill import Callback, DistillError, Distiller, resolve_method
 from .evaluate import _eval_cfg, evaluate_set, synthetic_set
-from .io import RunLayout, atomic_write, slug
+from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_json, slug
 
 # %% auto #0
 __all__ = ['SEARCH_SPACE', 'FINISHED', 'HEARTBEAT', 'GRACE', 'MAX_RETRIES', 'PRUNERS', 'TuneError', 'LogAround', 'StartEpochs',
            'Needs', 'config_value', 'has_key', 'families', 'method_space', 'search_space', 'parse_distribution',
            'parse_space', 'suggest', 'trial_config', 'ValScores', 'run_trial', 'open_storage', 'study_settings',
            'open_study', 'worker_id', 'retry_trial', 'recover', 'trial_counts', 'TuneRun', 'tune', 'trial_state',
-           'trials_table', 'best_config', 'best_yaml', 'tune_figures', 'tune_html', 'write_results', 'tune_from_args',
-           'amd_tune']
+           'trials_table', 'best_config', 'best_yaml', 'tune_figures', 'tune_html', 'write_results', 'tuned_settings',
+           'tune_from_args', 'amd_tune']
 
 # %% ../nbs/08b_tune.ipynb #cd5580ad
 class TuneError(ConfigError):
@@ -480,21 +480,32 @@ def tune_html(run:TuneRun, study:optuna.Study, plotlyjs:str|None=None)->str:
 
 # %% ../nbs/08b_tune.ipynb #6670d8d8
 def write_results(run:TuneRun, study:optuna.Study)->Path|None:
-    "Write trials.csv, and once a trial is scored best.yaml and tune.html, into the tuning folder; return best.yaml's path."
+    "Write trials.csv, and once a trial is scored best.yaml, best.json (the best trial's settings and value) and tune.html, into the tuning folder; return best.yaml's path."
     rows, f = trials_table(study), run.folder
     def csv_text(p):
         with open(p, 'w', newline='', encoding='utf-8') as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ['trial']); w.writeheader(); w.writerows(rows)
     f.mkdir(parents=True, exist_ok=True); atomic_write(f/'trials.csv', csv_text)
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)): return None
+    b = study.best_trial
+    atomic_write_json(f/'best.json', dict(trial=b.number, value=b.value, params=b.params, finished=trial_counts(study)[0], study=run.study))
     atomic_write(f/'best.yaml', lambda p: Path(p).write_text(best_yaml(run, study), encoding='utf-8'))
     atomic_write(f/'tune.html', lambda p: Path(p).write_text(tune_html(run, study), encoding='utf-8'))
     return f/'best.yaml'
 
-# %% ../nbs/08b_tune.ipynb #bec5314a
+# %% ../nbs/08b_tune.ipynb #be20c60a
+def tuned_settings(folder:Path,   # a tuning folder (`RunLayout.tune(method)`)
+                   trials:int,    # finished trials the tuning was asked for
+                  )->dict|None:   # {key: value} of the best trial, or None
+    "The best settings of a finished tuning in `folder` (one that holds at least `trials` finished trials), else None."
+    try: b = read_json(Path(folder)/'best.json') if (Path(folder)/'best.json').exists() else None
+    except RunFileError: return None
+    return b['params'] if b and b.get('finished', 0) >= trials else None
+
+# %% ../nbs/08b_tune.ipynb #821f01b9
 def _set_keys(overrides)->set: return {o.split('=', 1)[0].strip() for o in overrides if '=' in o}
 
-# %% ../nbs/08b_tune.ipynb #172bb180
+# %% ../nbs/08b_tune.ipynb #fc629b37
 def _experts(cfg:Config, args, path:Path, say)->TrajectoryStore:
     "The experts the trials distil from: `--experts`, or `path`, trained first when missing or unfinished."
     from amd_nb.experts import train_experts
@@ -503,7 +514,7 @@ def _experts(cfg:Config, args, path:Path, say)->TrajectoryStore:
     say(f"amd-tune: training {cfg.expert.n_experts} experts into {path} first")
     return train_experts(cfg, path, progress=not args.quiet)
 
-# %% ../nbs/08b_tune.ipynb #4a914f05
+# %% ../nbs/08b_tune.ipynb #06d5dd5c
 def tune_from_args(args)->TuneRun:
     "The `TuneRun` parsed `amd-tune` arguments describe, every input checked (and the experts trained if missing) before any trial."
     from amd_nb.cli import config_from_args, run_layout
@@ -517,7 +528,7 @@ def tune_from_args(args)->TuneRun:
     return TuneRun(cfg, store, run_layout(args).tune(cfg.distill.method), args.trials, space(store.epochs), args.storage, args.study,
                    args.rungs, args.pruner, args.timeout, args.preset)
 
-# %% ../nbs/08b_tune.ipynb #11b93620
+# %% ../nbs/08b_tune.ipynb #09a13ea4
 def _tune(args):
     from amd_nb.cli import run_layout
     run = tune_from_args(args); t0 = time.time()
@@ -530,7 +541,7 @@ def _tune(args):
           f"then, once, on the test split: amd-compare --preset {args.preset}{data} --config {run.folder/'best.yaml'} "
           f"--methods random {run.cfg.distill.method} --out {run_layout(args).root}")
 
-# %% ../nbs/08b_tune.ipynb #1bf5d5d2
+# %% ../nbs/08b_tune.ipynb #c1e5661d
 def amd_tune(argv:list[str]|None=None)->int:
     "Choose a method's settings on the val split with Optuna: `amd-tune --preset demo --method amd --trials 30 --out runs/demo`."
     from amd_nb.cli import base_parser, run_cli

@@ -224,3 +224,23 @@ def test_diverged_trials_are_recorded_not_scored(tmp_path, experts, monkeypatch)
     assert states == ['diverged', 'diverged', 'complete']
     assert all(t.value is None for t in study.trials[:2]) and study.best_trial.number == 2
     assert 'non-finite' in T.trials_table(study)[0]['note'] and T.trial_counts(study) == (3, 0)
+
+
+# ---- amd-demo --tune ----
+
+def test_demo_tunes_each_method_first(tmp_path):
+    "`amd-demo --tune N`: each method's settings chosen on val with N trials, then distilled and judged with them; a rerun reuses the tuning."
+    import json
+    out = tmp_path/'demo'
+    args = [str(BIN/'amd-demo'), '--preset', 'tiny', '--set', 'eval.n_eval=2', '--methods', 'mtt_vl', '--no-full', '--tune', '2', '--out', str(out), '--quiet']
+    r = subprocess.run(args, capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out/'metrics.json').read_text())
+    best = json.loads((RunLayout(out).tune('mtt_vl')/'best.json').read_text())
+    assert m['tuned'] == {'mtt_vl': {'trials': 2, 'settings': best['params']}} and 'tune' in m['timings']
+    cell = json.loads(RunLayout(out).cell('mtt_vl', 8, 0).read_text())
+    assert all(cell['settings'][k] == v for k, v in best['params'].items())          # the judged set was distilled with them
+    assert 'chosen on the val split (2 trials each' in (out/'report.html').read_text()
+    again = subprocess.run(args, capture_output=True, text=True, env=ENV)
+    assert again.returncode == 0, again.stderr
+    assert 'tune: done before' in again.stdout and 'trial 0' not in again.stdout
