@@ -25,9 +25,9 @@ from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_j
 __all__ = ['SEARCH_SPACE', 'FINISHED', 'HEARTBEAT', 'GRACE', 'MAX_RETRIES', 'PRUNERS', 'TuneError', 'LogAround', 'StartEpochs',
            'Needs', 'config_value', 'has_key', 'families', 'method_space', 'search_space', 'parse_distribution',
            'parse_space', 'suggest', 'trial_config', 'ValScores', 'run_trial', 'open_storage', 'study_settings',
-           'open_study', 'worker_id', 'retry_trial', 'recover', 'trial_counts', 'TuneRun', 'tune', 'trial_state',
-           'trials_table', 'best_config', 'best_yaml', 'tune_figures', 'tune_html', 'write_results', 'tuned_settings',
-           'tune_from_args', 'amd_tune']
+           'open_study', 'worker_id', 'retry_trial', 'recover', 'trial_counts', 'TrialSeededTPE', 'TuneRun', 'tune',
+           'trial_state', 'trials_table', 'best_config', 'best_yaml', 'tune_figures', 'tune_html', 'write_results',
+           'tuned_settings', 'tune_from_args', 'amd_tune']
 
 # %% ../nbs/08b_tune.ipynb #cd5580ad
 class TuneError(ConfigError):
@@ -318,7 +318,16 @@ PRUNERS.register('median', lambda: optuna.pruners.MedianPruner(n_startup_trials=
 PRUNERS.register('halving', lambda: optuna.pruners.SuccessiveHalvingPruner())         # successive halving (asynchronous)
 PRUNERS.register('none', lambda: optuna.pruners.NopPruner())
 
-def _sampler(seed:int, n:int): return optuna.samplers.TPESampler(seed=seed * 100_003 + n, multivariate=True, constant_liar=True)
+# %% ../nbs/08b_tune.ipynb #7c1202fe
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    "Optuna's TPE, made afresh for each trial with seed (`seed`, trial number)."
+    def __init__(self, seed:int): self.seed = seed; self._tpe = self._make(0)
+    def _make(self, n:int): return optuna.samplers.TPESampler(seed=self.seed * 100_003 + n, multivariate=True, constant_liar=True)
+    def before_trial(self, study, trial): self._tpe = self._make(trial.number); self._tpe.before_trial(study, trial)
+    def infer_relative_search_space(self, study, trial): return self._tpe.infer_relative_search_space(study, trial)
+    def sample_relative(self, study, trial, space): return self._tpe.sample_relative(study, trial, space)
+    def sample_independent(self, study, trial, name, dist): return self._tpe.sample_independent(study, trial, name, dist)
+    def after_trial(self, study, trial, state, values): self._tpe.after_trial(study, trial, state, values)
 
 # %% ../nbs/08b_tune.ipynb #04d16704
 @contextmanager
@@ -377,11 +386,11 @@ def _objective(run:TuneRun, train, val):
 def tune(run:TuneRun)->optuna.Study:
     "Run (or resume) the tuning until its study holds `run.trials` finished trials, write best.yaml, trials.csv and tune.html; return the study."
     say, data = run.say or (lambda s: None), run.store.data_config(run.cfg.data.cache_dir)
-    train, val = (load_split(data, s, progress=False, seed=run.store.config.seed) for s in ('train', 'val'))
     with _optuna_quiet(), _ctrl_c_remembered():
         storage = open_storage(run.storage, run.folder, on_stale=retry_trial)
         study = open_study(storage, run.study, study_settings(run.cfg, run.store, run.space), _masked(run.storage or run.folder/'study.db'))
-        study.pruner, t0 = PRUNERS[run.pruner](), time.time()
+        train, val = (load_split(data, s, progress=False, seed=run.store.config.seed) for s in ('train', 'val'))
+        study.sampler, study.pruner, t0 = TrialSeededTPE(run.cfg.seed), PRUNERS[run.pruner](), time.time()
         if back := recover(study, storage): say(f"trial{'s' * (len(back) > 1)} {', '.join(map(str, back))} interrupted: {'their' if len(back) > 1 else 'its'} settings run again")
         say(f"{run.study}: {trial_counts(study)[0]} of {run.trials} trials finished; searching {', '.join(run.space)} on val ({len(val)} images)")
         while True:
@@ -392,7 +401,6 @@ def tune(run:TuneRun)->optuna.Study:
                 if done < run.trials: say(f"the other {run.trials - done} trials are running in other processes")
                 break
             if run.timeout is not None and time.time() - t0 > run.timeout: say(f"--timeout {run.timeout:g} s reached"); break
-            study.sampler = _sampler(run.cfg.seed, len(study.trials))
             study.optimize(_objective(run, train, val), n_trials=1)
         write_results(run, study)
     return study

@@ -184,6 +184,8 @@ def test_two_processes_share_one_study(tmp_path, experts, storage):
     assert sum(t.state in T.FINISHED for t in study.trials) == 5
     assert all(t.state in T.FINISHED or t.user_attrs.get('surplus') for t in study.trials)
     assert len({t.user_attrs['worker'] for t in study.trials}) == 2                  # both took part
+    done = [t for t in study.trials if t.state in T.FINISHED]
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)         # and drew different settings
 
 
 # ---- pruned and diverged trials ----
