@@ -278,10 +278,11 @@ def _demo(args):
     if args.budget is not None:
         if args.budget < 1: raise ConfigError(f"--budget: want a number of synthetic pairs ≥ 1, got {args.budget}")
         cfg = cfg.override({'distill.budget': args.budget})
+    if args.tune < 0: raise ConfigError(f"--tune: want a number of trials ≥ 0, got {args.tune}")
     t0 = time.time()
     with locked('amd-demo', args):
         run_demo(DemoRun(cfg, run_layout(args).root, args.preset, methods=tuple(args.methods), coresets=tuple(args.coresets), full=not args.no_full,
-                         progress=not args.quiet))
+                         progress=not args.quiet, tune=args.tune))
     print(f"amd-demo: finished in {time.time() - t0:.1f} s")
 
 # %% ../nbs/10_cli.ipynb #63b802d0
@@ -298,4 +299,5 @@ amd-demo --preset demo --budget 50 --methods amd lors mtt_vl --coresets random s
     p.add_argument('--methods', nargs='+', metavar='METHOD', default=['amd', 'lors'], help=f"distillation methods to run and compare, any of: {', '.join(METHODS)}")
     p.add_argument('--coresets', nargs='+', metavar='NAME', default=['random'], help=f"real-pair baselines of the same budget, any of: {', '.join(SELECTORS)}")
     p.add_argument('--no-full', action='store_true', help='skip the full-data upper bound')
+    p.add_argument('--tune', type=int, default=0, metavar='N', help="first choose each method's settings on the val split with N amd-tune trials (default: 0, the preset's)")
     return run_cli('amd-demo', _demo, p.parse_args(argv))

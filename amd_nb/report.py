@@ -5,7 +5,7 @@
 # %% ../nbs/09b_report.ipynb #08f6f157
 from __future__ import annotations
 import html, json, os, time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import plotly.io as pio
 
@@ -64,6 +64,8 @@ class DemoRun:
     say: object = print                       # where stage headings go
     callbacks: tuple = ()                     # distillation callbacks, e.g. `(viz.Dashboard(),)`
     workers: int|None = None                  # distillations at once, in worker processes (None: as many as the cores allow at this process's torch threads; 1 with callbacks, which live in this process)
+    tune: int = 0                             # trials per method on the val split before distilling (`amd_nb.tune`); 0: the preset's settings
+    tuned: dict = field(default_factory=dict) # {method: {key: value}} chosen on val, filled by the tune stage
     def __post_init__(self): self.out = Path(self.out)
     @property
     def budget(self)->int: return self.cfg.distill.budget
@@ -73,8 +75,8 @@ class DemoRun:
     def layout(self)->RunLayout: return RunLayout(self.out)
     def run_dir(self, method:str)->Path: return self.layout.cell_run(method, self.budget, 0)
     def method_cfg(self, method:str)->Config:
-        "The config `compare` distils `method` with (so the stage's runs are the ones it evaluates)."
-        return self.cfg.override({'distill.method': method})
+        "The config `compare` distils `method` with (so the stage's runs are the ones it evaluates), with its tuned settings."
+        return self.cfg.override({**self.tuned.get(method, {}), 'distill.method': method})
 
 # %% ../nbs/09b_report.ipynb #3b44c6ca
 def demo_folder(
@@ -160,14 +162,36 @@ def _distill_all(run:DemoRun, train:EncodedSplit):
 # %% ../nbs/09b_report.ipynb #b8865b4d
 def _jobs(run:DemoRun)->list: return comparison_jobs(run.rows, (run.budget,), 1)
 
+# %% ../nbs/09b_report.ipynb #91384d9d
+def _groups(run:DemoRun)->list:
+    "(config, rows) of the table: the run's config for the rows not tuned, each tuned method with its own settings."
+    rest = [r for r in run.rows if r not in run.tuned]
+    return ([(run.cfg, rest)] if rest else []) + [(run.cfg.override(run.tuned[m]), [m]) for m in run.rows if m in run.tuned]
+
+# %% ../nbs/09b_report.ipynb #15214fc7
+def _tuned_before(run:DemoRun)->bool:
+    "Did an earlier run tune every method with `run.tune` trials? Their best settings go into `run.tuned`."
+    from amd_nb.tune import tuned_settings
+    found = {m: s for m in run.methods if (s := tuned_settings(run.layout.tune(m), run.tune)) is not None}
+    run.tuned.update(found)
+    return len(found) == len(run.methods)
+
+# %% ../nbs/09b_report.ipynb #3eebae36
+def _tune_all(run:DemoRun):
+    "Tune each method on the val split (`amd_nb.tune`, `run.tune` finished trials, resumable) and keep its best settings."
+    from amd_nb.tune import TuneRun, tune
+    for m in run.methods:
+        t = TuneRun(run.cfg.override({'distill.method': m}), _store(run), run.layout.tune(m), run.tune, preset=run.preset, say=lambda s: run.say(f"      {s}"))
+        run.tuned[m] = tune(t).best_trial.params
+
 # %% ../nbs/09b_report.ipynb #06e0b54e
-def _evaluate(run:DemoRun)->dict:
-    return compare(run.cfg, _store(run), run.layout, methods=run.rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)
+def _evaluate(run:DemoRun):
+    for c, rows in _groups(run): compare(c, _store(run), run.layout, methods=rows, budgets=(run.budget,), n_syn_sets=1, progress=run.progress)
 
 # %% ../nbs/09b_report.ipynb #6ceb8535
 def _evaluated(run:DemoRun)->bool:
     "Is every cell of this run's table there? A cell made with other settings is a `SettingsChanged`."
-    return not pending_cells(run.cfg, _store(run), run.layout, _jobs(run))
+    return not any([pending_cells(c, _store(run), run.layout, comparison_jobs(rows, (run.budget,), 1)) for c, rows in _groups(run)])
 
 # %% ../nbs/09b_report.ipynb #27445e1b
 def _check_before(run:DemoRun):
@@ -176,7 +200,7 @@ def _check_before(run:DemoRun):
     check_budget(run.budget, len(load_pairs(c.data.source, 'train', c.data.max_captions, c.data.limit, c.seed, cache_dir=c.data.cache_dir)), 'distill.budget')
     for m in run.methods: check_distill(run.method_cfg(m).distill, c.expert.epochs)
     if not (run.layout.experts/'manifest.json').exists(): return
-    pending_cells(c, _store(run).check_config(c), run.layout, _jobs(run))
+    _store(run).check_config(c); _evaluated(run)
     for m in run.methods: _distilled(run, m)
 
 # %% ../nbs/09b_report.ipynb #80ac947f
@@ -289,7 +313,9 @@ def _intro(run:DemoRun, metrics:dict)->str:
             f"<p>Dataset <code>{html.escape(str(s.data.source))}</code>, preset <code>{run.preset}</code>, seed {s.seed}, budget B = {run.budget} "
             f"synthetic pairs; {s.expert.n_experts} experts × {s.expert.epochs} epochs ({s.model.image_tower}); "
             f"{s.distill.iterations} distillation iterations, N = {s.distill.syn_steps}, M = {s.distill.expert_epochs}. "
-            f"{_windows_sentence(metrics['windows'])}</p>"
+            f"{_windows_sentence(metrics['windows'])}"
+            + (f" Settings of {', '.join(metrics['tuned'])} chosen on the val split ({run.tune} trials each; <code>tune/&lt;method&gt;/tune.html</code>)." if metrics.get('tuned') else '')
+            + "</p>"
             f"<p class='note'>Stage seconds: {', '.join(f'{k} {v}' for k, v in t.items())}. "
             f"Chance R@10 on the {metrics.get('test_images', '?')} test images: {chance:.1f}%.</p>")
 
@@ -339,9 +365,11 @@ def run_demo(run:DemoRun)->dict:
 
 # %% ../nbs/09b_report.ipynb #27f8da6e
 def _run_demo(run:DemoRun)->dict:
+    if run.tune: _tuned_before(run)
     _check_before(run)
     st, c, L = Stages(run.layout, run.say), run.cfg, run.layout
     st('experts', lambda: _experts_done(run), lambda: train_experts(c, L.experts, progress=run.progress))
+    if run.tune: st('tune', lambda: _tuned_before(run), lambda: _tune_all(run))
     train = load_split(c.data, 'train', progress=False, seed=c.seed)
     st('windows', lambda: _windows_file(run).exists(), lambda: _windows(run))
     st('prototypes', lambda: _prototypes_done(run), lambda: _prototypes(run, train))
@@ -351,6 +379,7 @@ def _run_demo(run:DemoRun)->dict:
     test_images = len(load_split(c.data, 'test', progress=False, seed=c.seed))
     m = metrics_summary(run, comparison, _windows(run), {k: v for k, v in st.timings.items() if k != 'report'}) | {'test_images': test_images}
     m['alignment'] = _alignment(run, train)
+    if run.tuned: m['tuned'] = {k: {'trials': run.tune, 'settings': v} for k, v in run.tuned.items()}
     st('report', lambda: False, lambda: write_report(run, m, train))
     m['timings'] = dict(st.timings)
     atomic_write_json(L.metrics, m)
