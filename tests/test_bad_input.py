@@ -537,7 +537,7 @@ sys.exit(amd_demo(argv))
 '''
 
 # what to remove from a finished run so that the stage has work to do again (experts: all; every later result depends on them)
-UNDONE = {'experts': ['.'], 'windows': ['experts/mmd_linear_rows_M1.json'], 'prototypes': ['prototypes.json'],
+UNDONE = {'experts': ['.'], 'windows': ['experts/mmd_linear_rows_M1*.json'], 'prototypes': ['prototypes.json'],
           'distill': ['comparison/distill/lors_B8_s0'], 'evaluate': ['comparison/cells/random_B8_s0.json'], 'report': ['report.html']}
 
 
@@ -545,7 +545,10 @@ UNDONE = {'experts': ['.'], 'windows': ['experts/mmd_linear_rows_M1.json'], 'pro
 def test_ctrl_c_in_every_stage_then_resume(tiny_demo, tmp_path, stage):
     "SIGINT inside each stage of `amd-demo`: exit 130 with the resume hint; the same command then finishes with the same results."
     out = tmp_path/'run'; shutil.copytree(tiny_demo[0], out)
-    for u in UNDONE[stage]: shutil.rmtree(out/u) if (out/u).is_dir() else (out/u).unlink()
+    for u in UNDONE[stage]:
+        found = sorted(out.glob(u)) if '*' in u else [out/u]
+        assert found, f"{u}: nothing to remove in the finished run"
+        for f in found: shutil.rmtree(f) if f.is_dir() else f.unlink()
     assert stage == 'experts' or (out/'experts').is_dir()
     args = [*TINY_DEMO, '--out', str(out), '--quiet']
     r = subprocess.run([sys.executable, '-c', INTERRUPT, stage, *args], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
