@@ -129,8 +129,9 @@ def train_model(ts:TrainingSet,              # what to train on
         if r > best[0]: best[:] = [r, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch]
         return stop and epoch >= least and epoch - best[2] >= ec.full_patience
     watch = val is not None and (ec.select_on_val or stop)
+    momentum, decay = (cfg.expert.momentum, 0.0) if full and ec.full_recipe == 'experts' else (ec.momentum, ec.weight_decay)
     hist = fit(model, _pairs(ts, model, device, inputs), lrs, epochs, ec.batch_size, torch.Generator().manual_seed(seed), loss,
-               ec.momentum, ec.weight_decay, on_epoch=keep_best if watch else None)
+               momentum, decay, on_epoch=keep_best if watch else None)
     if best[1] is not None: model.load_state_dict(best[1])
     return model.eval(), {'epochs': len(hist), 'selected_epoch': best[2] if best[1] is not None else len(hist), 'lrs': lrs}
 
@@ -229,14 +230,14 @@ def _build_set(method:str, budget:int, k:int, cfg:Config, store:TrajectoryStore,
 
 # %% ../nbs/08_evaluate.ipynb #9f8d2cae
 _CELL_DROP = ('distill.method', 'distill.budget', 'distill.checkpoint_every', 'distill.max_bad_steps')
-
+_FULL_ONLY = ('eval.full_recipe',)   # settings only the full row depends on
 def cell_settings(cfg:Config,             # the comparison's config
                   store:TrajectoryStore,  # its experts
                   method:str,             # the cell's row: 'full', a coreset or a distillation method
                  )->dict:                 # flat {dotted key: value}
     "What a comparison cell depends on: the eval section and seed, the experts, and for a distilled row the distill section."
     keys = ('eval', 'seed') + (('distill',) if method in METHODS else ())
-    return flat_settings(cfg.to_dict(), keys, drop=_CELL_DROP, experts=store.identity)
+    return flat_settings(cfg.to_dict(), keys, drop=_CELL_DROP + (() if method == 'full' else _FULL_ONLY), experts=store.identity)
 
 # %% ../nbs/08_evaluate.ipynb #6d87cf78
 def comparison_jobs(methods,          # rows: 'full', coresets, methods
@@ -296,6 +297,7 @@ def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, b
     ec, dc = cfg.eval, cfg.distill
     full = (f"the full split until its val r_mean has not improved for {ec.full_patience} epochs (at most {ec.full_epochs}, at least as many "
             f"SGD steps as the largest set gets), keeping its best-val epoch" if ec.full_patience is not None else f"{ec.full_epochs} on the full split")
+    if ec.full_recipe == 'experts': full += f", with the experts' SGD (momentum {cfg.expert.momentum}, no weight decay)"
     protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
                 f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({full}), batch ≤ {ec.batch_size}; "
                 f"distilled sets train with their learned lrs (and similarity targets and loss, where learned); "

@@ -67,6 +67,7 @@ def page(lab):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         pg = browser.new_page(viewport={'width': 1280, 'height': 900})
+        pg.set_default_timeout(120_000)     # a loaded machine (other jobs on its cores) takes longer than playwright's 30 s to open a 5 MB report
         pg.messages, pg.blocked = [], []
         def route(r):
             if r.request.url.startswith((url, 'data:', 'blob:', 'file:')): r.continue_()
