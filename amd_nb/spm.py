@@ -360,16 +360,15 @@ def _cache_compiled(packages:tuple)->int:
 
 @contextmanager
 def _umap_ready():
-    "umap-learn, imported with its compiled code kept in `numba_cache_dir()`; torch's CPU threads as they were when done."
+    "umap-learn, imported with its compiled code kept in `numba_cache_dir()` (use it inside a `numba_section`, which restores torch's threads)."
     import numba
-    threads, old = torch.get_num_threads(), numba.config.CACHE_DIR
+    old = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = str(numba_cache_dir())     # read when a function's cache is set up: pynndescent's at import, the rest below
     try:
         import umap
         _cache_compiled(('umap', 'pynndescent'))
     finally: numba.config.CACHE_DIR = old
-    try: yield umap
-    finally: torch.set_num_threads(threads)
+    yield umap
 
 # %% ../nbs/05_spm.ipynb #926b924a
 @contextmanager
