@@ -14,7 +14,7 @@ from .config import resolve_device
 
 # %% auto #0
 __all__ = ['DistInfo', 'dist_info', 'is_main_process', 'rank_device', 'distributed', 'broadcast', 'main_first', 'barrier',
-           'split_experts', 'shard_sizes', 'gather_rows', 'all_reduce_grads']
+           'split_experts', 'run_processes', 'shard_sizes', 'gather_rows', 'all_reduce_grads']
 
 # %% ../nbs/02b_dist.ipynb #1c3fdd3c
 class DistInfo(NamedTuple):
@@ -98,6 +98,50 @@ def barrier():
 def split_experts(todo:list[int], rank:int, world_size:int)->list[int]:
     "Rank `rank`'s share of the expert indices `todo`: round robin, so shares differ by at most one."
     return list(todo)[rank::world_size]
+
+# %% ../nbs/02b_dist.ipynb #0bd2317d
+def _process_entry(target, args:tuple, conn):
+    "A worker process: `target(*args)`; what became of it goes back on `conn` (None, or the error's module, class and message)."
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try: target(*args); conn.send(None)
+    except KeyboardInterrupt: conn.send(('builtins', 'KeyboardInterrupt', ''))
+    except BaseException as e: conn.send((type(e).__module__, type(e).__qualname__, str(e)))
+
+def _raised(what:tuple, job:str, error:type)->BaseException:
+    "The exception a worker reported, as its own type where that can be rebuilt from a message (else `error`), naming its job."
+    import importlib
+    mod, name, msg = what
+    try: return getattr(importlib.import_module(mod), name)(f"{job}: {msg}")
+    except Exception: return error(f"{job}: {name}: {msg}")
+
+def run_processes(target,                 # a module-level function: the spawned workers import it by name
+                  jobs:list,              # (name, args) per job: one worker process runs `target(*args)`
+                  workers:int=2,          # processes at once
+                  poll=None,              # called in this process about 5 times a second (e.g. to move a progress bar)
+                  error:type=RuntimeError,# raised for a worker's error whose own type cannot be rebuilt
+                 ):
+    "Run `target(*args)` for every job in at most `workers` spawned processes; Ctrl-C and a worker's error stop all of them (the error is raised here, naming its job)."
+    import multiprocessing as mp, signal, time
+    ctx, todo, running = mp.get_context('spawn'), list(jobs), {}
+    def stop_all():
+        for p in running:
+            if p.is_alive(): os.kill(p.pid, signal.SIGINT)
+        for p in running: p.join(timeout=120)
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                name, args = todo.pop(0); recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_process_entry, args=(target, tuple(args), send), daemon=True)
+                p.start(); send.close(); running[p] = (recv, name)
+            for p, (recv, name) in list(running.items()):
+                if p.is_alive() and not recv.poll(): continue
+                what = recv.recv() if recv.poll(5) else ('builtins', 'RuntimeError', f"the worker died (exit status {p.exitcode})")
+                p.join(); del running[p]
+                if what is not None: stop_all(); raise _raised(what, name, error)
+            if poll is not None: poll()
+            time.sleep(0.2)
+    except KeyboardInterrupt: stop_all(); raise
 
 # %% ../nbs/02b_dist.ipynb #61653eeb
 def shard_sizes(n:int, world_size:int)->list[int]:

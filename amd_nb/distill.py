@@ -18,6 +18,7 @@ from fastcore.basics import patch
 from .config import Config, ConfigError, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .experts import TrajectoryStore, StoreError
+from .dist import run_processes
 from .io import atomic_write, atomic_write_json, folder_lock, parse_json
 from .checks import SettingsChanged, check_finite, check_settings, flat_settings
 from safetensors import SafetensorError
@@ -145,7 +146,9 @@ class Distiller:
         self.out = Path(out) if out is not None else None
         self.train = train if train is not None else load_split(store.data_config(cfg.data.cache_dir), 'train', progress=progress, seed=store.config.seed)
         if self.train.fingerprint() != store.manifest['fingerprint']:
-            raise StoreError(f"the training data does not match the data the experts in {store.path} were trained on")
+            raise StoreError(f"the training data (fingerprint {self.train.fingerprint()[:12]}) does not match the "
+                             f"data the experts in {store.path} were trained on (fingerprint {store.manifest['fingerprint'][:12]}; files changed, "
+                             f"or the store predates content fingerprints): train experts for this data (amd-buffer --out NEW) and distil with those")
         check_distill(self.dc, store.epochs)
         if not len(store): raise StoreError(f"{store.path} holds no finished expert")
         self.method_name, self.method = self.dc.method, resolve_method(self.dc)
@@ -452,20 +455,10 @@ def distill(cfg:Config,                      # run config (`distill` section, se
     with folder_lock(out) if out is not None else nullcontext(): return Distiller(cfg, store, train, out, callbacks, progress).run()
 
 # %% ../nbs/07_distill.ipynb #7e499da9
-def _worker(cfg_dict:dict, store:str, out:str, threads:int, conn):
-    "A worker process's distillation; what became of it goes back on `conn` (None, or the error's module, class and message)."
-    try:
-        torch.set_num_threads(threads)
-        distill(Config.from_dict(cfg_dict), store, out, progress=False); conn.send(None)
-    except KeyboardInterrupt: conn.send(('builtins', 'KeyboardInterrupt', ''))
-    except BaseException as e: conn.send((type(e).__module__, type(e).__qualname__, str(e)))
-
-def _raised(what:tuple, method:str)->BaseException:
-    "The exception a worker reported, as its own type where that can be rebuilt from a message."
-    import importlib
-    mod, name, msg = what
-    try: cls = getattr(importlib.import_module(mod), name); return cls(f"{method}: {msg}")
-    except Exception: return DistillError(f"{method}: {name}: {msg}")
+def _distill_job(cfg_dict:dict, store:str, out:str, threads:int):
+    "One worker process's distillation (`run_processes` job)."
+    torch.set_num_threads(threads)
+    distill(Config.from_dict(cfg_dict), store, out, progress=False)
 
 # %% ../nbs/07_distill.ipynb #0ac6db82
 def _done_iterations(out:Path)->int:
@@ -480,30 +473,11 @@ def distill_parallel(jobs:list,                    # (cfg, out folder) per disti
                      threads:int=1,                # torch threads of each
                      progress:bool=True,           # one bar over all their iterations
                     )->list[Path]:                 # the out folders, each holding its `synthetic/`
-    "Run `distill(cfg, store, out)` for every job in `workers` processes at once; Ctrl-C and errors stop all of them."
-    import multiprocessing as mp, signal
-    store, ctx = str(store.path if isinstance(store, TrajectoryStore) else store), mp.get_context('spawn')
-    todo, running, outs = list(jobs), {}, [Path(o) for _, o in jobs]
+    "Run `distill(cfg, store, out)` for every job in `workers` processes at once (`run_processes`); Ctrl-C and errors stop all of them."
+    store, outs = str(store.path if isinstance(store, TrajectoryStore) else store), [Path(o) for _, o in jobs]
     names = ' + '.join(c.distill.method for c, _ in jobs)
     bar = tqdm(total=sum(c.distill.iterations for c, _ in jobs), desc=f"distill {names}", disable=not progress, dynamic_ncols=True)
-    def stop_all():
-        for p in running:
-            if p.is_alive(): os.kill(p.pid, signal.SIGINT)
-        for p in running: p.join(timeout=120)
-    try:
-        while todo or running:
-            while todo and len(running) < workers:
-                cfg, out = todo.pop(0); recv, send = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_worker, args=(cfg.to_dict(), store, str(out), threads, send), daemon=True)
-                p.start(); send.close(); running[p] = (recv, cfg.distill.method)
-            for p, (recv, method) in list(running.items()):
-                if p.is_alive() and not recv.poll(): continue
-                what = recv.recv() if recv.poll(5) else ('builtins', 'RuntimeError', f"the worker died (exit status {p.exitcode})")
-                p.join(); del running[p]
-                if what is not None:
-                    stop_all(); raise _raised(what, method)
-            bar.n = sum(_done_iterations(o) for o in outs); bar.refresh()
-            time.sleep(0.2)
-    except KeyboardInterrupt: stop_all(); raise
+    def poll(): bar.n = sum(_done_iterations(o) for o in outs); bar.refresh()
+    try: run_processes(_distill_job, [(c.distill.method, (c.to_dict(), store, str(o), threads)) for c, o in jobs], workers, poll, DistillError)
     finally: bar.close()
     return outs

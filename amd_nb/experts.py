@@ -18,7 +18,7 @@ from .config import Config, ConfigError, DataConfig, get_preset, resolve_device
 from .data import EncodedSplit, load_split
 from .checks import NonFiniteError, check_finite, setting_changes, settings_hash
 from .models import DualEncoder, ParamLayout, MODALITIES, build_dual_encoder
-from .dist import dist_info, is_main_process, rank_device, distributed, broadcast, main_first, barrier, split_experts, _dist_on
+from .dist import dist_info, is_main_process, rank_device, distributed, broadcast, main_first, barrier, split_experts, run_processes, _dist_on
 from .train import Pairs, fit, image_inputs, evaluate_retrieval, init_dual_encoder
 from .io import RunFileError, atomic_write, atomic_write_json, checked, folder_lock, parse_json, read_json
 
@@ -334,6 +334,28 @@ def _train_share(cfg:Config, store:TrajectoryStore, todo:list[int], train, val, 
         image, text, metrics = train_expert(i, cfg, train, val, device, progress and rank == 0, inputs)
         if image is not None: store.write(i, image, text, metrics, manifest=not _dist_on())
 
+# %% ../nbs/03_experts.ipynb #1a9e3926
+def _expert_job(cfg_dict:dict, out:str, share:list[int], train:EncodedSplit, val:EncodedSplit|None, inputs:torch.Tensor|None, threads:int):
+    "One worker process's share of the experts (a `run_processes` job): each written as its file, the manifest left to the parent."
+    torch.set_num_threads(threads)
+    cfg, store = Config.from_dict(cfg_dict), TrajectoryStore(out)
+    for i in share:
+        image, text, metrics = train_expert(i, cfg, train, val, torch.device('cpu'), False, inputs)
+        store.write(i, image, text, metrics, manifest=False)
+
+def _written(store:TrajectoryStore, todo:list[int])->int:
+    "How many of the experts `todo` have their file in `store` (the workers' progress)."
+    return sum((store.path/expert_file(i)).exists() for i in todo)
+
+def _train_in_processes(cfg:Config, store:TrajectoryStore, todo:list[int], train, val, workers:int, progress:bool):
+    "Train the experts `todo` in `workers` processes at once (round robin shares, one thread each); the frozen stages' features are computed here once."
+    inputs = _shared_inputs(cfg, train, torch.device('cpu'))
+    bar = tqdm(total=len(todo), desc=f"experts ({workers} processes)", disable=not progress, dynamic_ncols=True)
+    def poll(): bar.n = _written(store, todo); bar.refresh()
+    jobs = [(f"experts {share}", (cfg.to_dict(), str(store.path), share, train, val, inputs, 1)) for r in range(workers) if (share := split_experts(todo, r, workers))]
+    try: run_processes(_expert_job, jobs, workers, poll, StoreError)
+    finally: poll(); bar.close()
+
 # %% ../nbs/03_experts.ipynb #c954e8a3
 def train_experts(cfg:Config,                 # run config (data, model, expert sections are used)
                   out:str|Path,              # trajectory store folder (created or resumed)
@@ -342,8 +364,9 @@ def train_experts(cfg:Config,                 # run config (data, model, expert 
                   experts:list[int]|None=None,  # indices to train (default: all of range(n_experts))
                   device=None,                  # torch device (default: `cfg.device`; under torchrun CUDA means cuda:LOCAL_RANK)
                   progress:bool=True,           # show progress bars (rank 0 only)
+                  workers:int=1,                # on the CPU without torchrun: experts trained in this many processes at once
                  )->TrajectoryStore:
-    "Train the experts missing (or damaged) in the store at `out`, holding its lock, and return the store; under torchrun the ranks share the work."
+    "Train the experts missing (or damaged) in the store at `out`, holding its lock, and return the store; under torchrun the ranks share the work, on a CPU `workers` processes do."
     with folder_lock(out), distributed(cfg.device if device is None else device) as device:
         bars = progress and is_main_process()
         load = lambda split: load_split(cfg.data, split, progress=bars, seed=cfg.seed)
@@ -352,7 +375,10 @@ def train_experts(cfg:Config,                 # run config (data, model, expert 
         store = main_first(lambda: _store_for(cfg, out, train), lambda: TrajectoryStore(out))
         want, done = range(cfg.expert.n_experts) if experts is None else experts, set(store.finished())
         todo = broadcast([i for i in want if i not in done])   # rank 0's view, before anyone writes
-        _train_share(cfg, store, todo, train, val, device, progress)
+        if (k := min(workers, len(todo))) > 1 and not _dist_on() and device.type == 'cpu':
+            _train_in_processes(cfg, store, todo, train, val, k, progress)
+            store = store.reindex()
+        else: _train_share(cfg, store, todo, train, val, device, progress)
         if _dist_on():
             barrier()
             store = main_first(store.reindex, lambda: TrajectoryStore(out))

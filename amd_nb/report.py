@@ -63,7 +63,7 @@ class DemoRun:
     progress: bool = True                     # progress bars
     say: object = print                       # where stage headings go
     callbacks: tuple = ()                     # distillation callbacks, e.g. `(viz.Dashboard(),)`
-    workers: int|None = None                  # distillations at once, in worker processes (None: as many as the cores allow at this process's torch threads; 1 with callbacks, which live in this process)
+    workers: int|None = None                  # distillations (and experts) at once, in worker processes (None: as many as the cores allow at this process's torch threads; 1 with callbacks, which live in this process)
     tune: int = 0                             # trials per method on the val split before distilling (`amd_nb.tune`); 0: the preset's settings
     tuned: dict = field(default_factory=dict) # {method: {key: value}} chosen on val, filled by the tune stage
     def __post_init__(self): self.out = Path(self.out)
@@ -140,7 +140,7 @@ def _distilled(run:DemoRun, method:str)->bool:
 
 # %% ../nbs/09b_report.ipynb #2ef6c9c5
 def _workers(run:DemoRun, n:int)->int:
-    "How many of `n` distillations run at once."
+    "How many of `n` jobs (distillations, experts) run at once, each in its own process."
     import torch
     if run.callbacks or n < 2: return 1
     return max(1, min(n, run.workers or (os.cpu_count() or 1) // max(torch.get_num_threads(), 1)))
@@ -368,7 +368,7 @@ def _run_demo(run:DemoRun)->dict:
     if run.tune: _tuned_before(run)
     _check_before(run)
     st, c, L = Stages(run.layout, run.say), run.cfg, run.layout
-    st('experts', lambda: _experts_done(run), lambda: train_experts(c, L.experts, progress=run.progress))
+    st('experts', lambda: _experts_done(run), lambda: train_experts(c, L.experts, progress=run.progress, workers=_workers(run, c.expert.n_experts)))
     if run.tune: st('tune', lambda: _tuned_before(run), lambda: _tune_all(run))
     train = load_split(c.data, 'train', progress=False, seed=c.seed)
     st('windows', lambda: _windows_file(run).exists(), lambda: _windows(run))

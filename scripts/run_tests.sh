@@ -15,7 +15,9 @@ stage() {   # stage NAME COMMAND...: run it, remember how it ended
 stage "API notebooks: tests and saved outputs (run_notebook.py --check)" \
   "$BIN/python" scripts/run_notebook.py --check --jobs 2 nbs/[0-9]*.ipynb
 stage "tutorials (nbdev_test)" "$BIN/nbdev_test" --n_workers 2 --timing --path nbs/tutorials
-stage "pytest" "$BIN/python" -m pytest -q tests --ignore=tests/test_browser.py
+# pytest in as many worker processes as there are cores (at most 4), one test file per worker at a time (its module fixtures built once)
+workers=$(nproc 2>/dev/null || echo 2); [ "$workers" -gt 4 ] && workers=4
+stage "pytest ($workers workers)" "$BIN/python" -m pytest -q -n "$workers" --dist loadfile tests --ignore=tests/test_browser.py
 stage "browser test (JupyterLab in headless Chromium)" "$BIN/python" -m pytest -q -s -rs tests/test_browser.py
 stage "docs up to Quarto (check_docs.py)" "$BIN/python" scripts/check_docs.py
 printf '\n==> summary\n'

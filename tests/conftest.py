@@ -61,12 +61,24 @@ def run_prog(prog, *args, **kw):
     return subprocess.run([str(Path(sys.executable).parent/prog), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, 'OMP_NUM_THREADS': '1'}, **kw)
 
-@pytest.fixture(scope='session')
-def tiny_demo(tmp_path_factory):
-    "A finished `amd-demo` on the tiny preset and the output of running it twice: (out, first, second). Tests copy it before changing it."
-    out = tmp_path_factory.mktemp('demo')/'run'
+def _tiny_demo(out:Path):
     first = run_prog('amd-demo', *TINY_DEMO, '--out', out, '--quiet')
     assert first.returncode == 0, first.stderr
     second = run_prog('amd-demo', *TINY_DEMO, '--out', out, '--quiet')
     assert second.returncode == 0, second.stderr
     return out, first, second
+
+@pytest.fixture(scope='session')
+def tiny_demo(tmp_path_factory):
+    "A finished `amd-demo` on the tiny preset and the output of running it twice: (out, first, second). Tests copy it before changing it."
+    if not os.environ.get('PYTEST_XDIST_WORKER'): return _tiny_demo(tmp_path_factory.mktemp('demo')/'run')
+    # pytest -n: the workers share one run (made by whichever asks first), as pytest-xdist's docs show for session fixtures
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent
+    record = shared/'tiny_demo.json'
+    with FileLock(str(shared/'tiny_demo.lock')):
+        if not record.exists():
+            out, *runs = _tiny_demo(shared/'tiny_demo'/'run')
+            record.write_text(json.dumps([{'args': r.args, 'returncode': r.returncode, 'stdout': r.stdout, 'stderr': r.stderr} for r in runs]))
+        first, second = (subprocess.CompletedProcess(**r) for r in json.loads(record.read_text()))
+    return shared/'tiny_demo'/'run', first, second

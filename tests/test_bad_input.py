@@ -427,6 +427,14 @@ def test_damaged_manifest(root, base, content, msg):
     one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/'esc'), f"{store/'manifest.json'}", msg)
 
 
+def test_store_of_other_data(root, base):
+    "A store whose data fingerprint is not the data's (files changed, or made before content fingerprints): one line saying what to do."
+    store = copy_store(base, root/'otherdata')
+    m = json.loads((store/'manifest.json').read_text()); m['fingerprint'] = '0' * 64; (store/'manifest.json').write_text(json.dumps(m))
+    one_line_error('amd-distill', run('amd-distill', '--experts', store, '--out', root/'od'), 'does not match the data the experts in',
+                   f'{store}', 'fingerprint 000000000000', 'amd-buffer --out NEW')
+
+
 def test_stray_copy_of_an_expert_file(root, base):
     store = copy_store(base, root/'copyfile')
     shutil.copy(store/expert_file(0), store/'expert_0000 (copy).safetensors')
@@ -519,7 +527,8 @@ INTERRUPT = r'''
 import ctypes, os, signal, sys, importlib
 signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal (a background test run ignores SIGINT)
 stage, argv = sys.argv[1], sys.argv[2:]
-where = {'experts': ('amd_nb.experts', 'train_expert'), 'windows': ('amd_nb.mmd', 'mmd_curves'), 'distill': ('amd_nb.distill', 'Distiller.step'),
+# experts, distill: they run in worker processes at once; Ctrl-C reaches the job while the workers run (distill: once they logged iterations)
+where = {'experts': ('amd_nb.experts', '_written'), 'windows': ('amd_nb.mmd', 'mmd_curves'), 'distill': ('amd_nb.distill', '_done_iterations'),
          'evaluate': ('amd_nb.evaluate', 'train_model'), 'report': ('amd_nb.report', 'report_sections'), 'prototypes': ('umap', 'UMAP.fit_transform')}
 mod, name = where[stage]
 owner = importlib.import_module(mod)
@@ -529,6 +538,11 @@ orig = getattr(owner, attr)
 if stage == 'prototypes':   # as numba does when a SIGINT lands while it compiles: raised inside a ctypes callback, printed, swallowed
     cb = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGINT) or sum(range(100)))
     def hooked(*a, **k): cb(); return orig(*a, **k)
+elif stage in ('experts', 'distill'):
+    def hooked(*a, **k):
+        n = orig(*a, **k)
+        if stage == 'experts' or n >= 1: os.kill(os.getpid(), signal.SIGINT)
+        return n
 else:
     def hooked(*a, **k): os.kill(os.getpid(), signal.SIGINT); return orig(*a, **k)
 setattr(owner, attr, hooked)
@@ -536,26 +550,24 @@ from amd_nb.cli import amd_demo
 sys.exit(amd_demo(argv))
 '''
 
-# what to remove from a finished run so that the stage has work to do again (experts: all; every later result depends on them)
-UNDONE = {'experts': ['.'], 'windows': ['experts/mmd_linear_rows_M1*.json'], 'prototypes': ['prototypes.json'],
-          'distill': ['comparison/distill/lors_B8_s0'], 'evaluate': ['comparison/cells/random_B8_s0.json'], 'report': ['report.html']}
-
-
-@pytest.mark.parametrize('stage', list(UNDONE))
-def test_ctrl_c_in_every_stage_then_resume(tiny_demo, tmp_path, stage):
-    "SIGINT inside each stage of `amd-demo`: exit 130 with the resume hint; the same command then finishes with the same results."
-    out = tmp_path/'run'; shutil.copytree(tiny_demo[0], out)
-    for u in UNDONE[stage]:
-        found = sorted(out.glob(u)) if '*' in u else [out/u]
-        assert found, f"{u}: nothing to remove in the finished run"
-        for f in found: shutil.rmtree(f) if f.is_dir() else f.unlink()
-    assert stage == 'experts' or (out/'experts').is_dir()
+def test_ctrl_c_in_every_stage_then_resume(tiny_demo, tmp_path):
+    """SIGINT inside each stage of `amd-demo` in turn, from an empty folder: each run finishes the stages before it, stops
+    inside its stage with exit 130 and the resume hint; the same command then finishes with an uninterrupted run's results."""
+    out = tmp_path/'run'
     args = [*TINY_DEMO, '--out', str(out), '--quiet']
-    r = subprocess.run([sys.executable, '-c', INTERRUPT, stage, *args], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    head = [l for l in r.stdout.splitlines() if l.startswith(f'[{STAGES.index(stage) + 1}/6]')]
-    assert r.returncode == 130 and 'amd-demo: interrupted; finished work is saved, run the same command again to resume' in r.stderr, (r.returncode, r.stderr[-2000:])
-    assert head == [f"[{STAGES.index(stage) + 1}/6] {stage} …"], r.stdout          # it stopped inside the stage
-    if stage == 'prototypes': assert 'Exception ignored' in r.stderr and not (out/'prototypes.json').exists()
+    for k, stage in enumerate(STAGES, 1):
+        r = subprocess.run([sys.executable, '-c', INTERRUPT, stage, *args], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        assert r.returncode == 130 and 'amd-demo: interrupted; finished work is saved, run the same command again to resume' in r.stderr, (stage, r.returncode, r.stderr[-2000:])
+        lines = r.stdout.splitlines()
+        assert [l for l in lines if l.startswith(f'[{k}/6]')] == [f"[{k}/6] {stage} …"], (stage, r.stdout)   # it stopped inside the stage
+        if k > 1:   # the stage interrupted last time ran to its end in this run
+            prev = [l for l in lines if l.startswith(f'[{k - 1}/6]')]
+            assert len(prev) == 2 and prev[0] == f"[{k - 1}/6] {STAGES[k - 2]} …" and prev[1].endswith(' s'), (stage, r.stdout)
+        if stage == 'prototypes': assert 'Exception ignored' in r.stderr and not (out/'prototypes.json').exists()
+        if stage == 'distill':   # the workers stopped (a tiny run may finish one first) and left their checkpoints, no temp files
+            d = out/'comparison'/'distill'
+            assert 'in 2 processes at once' in r.stdout and any((d/f'{m}_B8_s0'/'checkpoint.safetensors').exists() for m in ('amd', 'lors')), r.stdout
+            assert not list(d.rglob('*.tmp'))
     r2 = subprocess.run([str(Path(sys.executable).parent/'amd-demo'), *args], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r2.returncode == 0, r2.stderr
     assert json.loads((out/'metrics.json').read_text())['methods'] == json.loads((tiny_demo[0]/'metrics.json').read_text())['methods']

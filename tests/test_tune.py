@@ -230,10 +230,11 @@ def test_diverged_trials_are_recorded_not_scored(tmp_path, experts, monkeypatch)
 
 # ---- amd-demo --tune ----
 
-def test_demo_tunes_each_method_first(tmp_path):
+def test_demo_tunes_each_method_first(tmp_path, tiny_demo):
     "`amd-demo --tune N`: each method's settings chosen on val with N trials, then distilled and judged with them; a rerun reuses the tuning."
-    import json
+    import json, shutil
     out = tmp_path/'demo'
+    shutil.copytree(tiny_demo[0]/'experts', out/'experts')     # the same experts and windows (tiny preset): the demo starts at its prototypes
     args = [str(BIN/'amd-demo'), '--preset', 'tiny', '--set', 'eval.n_eval=2', '--methods', 'mtt_vl', '--no-full', '--tune', '2', '--out', str(out), '--quiet']
     r = subprocess.run(args, capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr
