@@ -16,7 +16,7 @@ stage "API notebooks: tests and saved outputs (run_notebook.py --check)" \
   "$BIN/python" scripts/run_notebook.py --check --jobs 2 nbs/[0-9]*.ipynb
 stage "tutorials (nbdev_test)" "$BIN/nbdev_test" --n_workers 2 --timing --path nbs/tutorials
 # pytest in as many worker processes as there are cores (at most 4), one test file per worker at a time (its module fixtures built once)
-workers=$(nproc 2>/dev/null || echo 2); [ "$workers" -gt 4 ] && workers=4
+workers=$("$BIN/python" -c 'import os; print(min(len(os.sched_getaffinity(0)), 4))')   # not nproc: it reports $OMP_NUM_THREADS (1 here)
 stage "pytest ($workers workers)" "$BIN/python" -m pytest -q -n "$workers" --dist loadfile tests --ignore=tests/test_browser.py
 stage "browser test (JupyterLab in headless Chromium)" "$BIN/python" -m pytest -q -s -rs tests/test_browser.py
 stage "docs up to Quarto (check_docs.py)" "$BIN/python" scripts/check_docs.py
