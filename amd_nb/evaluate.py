@@ -15,16 +15,17 @@ from .registry import SELECTORS, METHODS
 from .data import EncodedSplit, load_split
 from .models import normalize, contrastive_loss, InfoNCE
 from .experts import TrajectoryStore
-from .train import Pairs, fit, evaluate_retrieval, image_inputs, init_dual_encoder
+from .train import Pairs, fit, encode_images, evaluate_retrieval, image_inputs, init_dual_encoder
+from .models import DualEncoder
 from .io import RunLayout, atomic_write, atomic_write_json, read_json
 from .checks import NonFiniteError, SettingsChanged, check_finite, check_settings, flat_settings
 from .synthetic import SyntheticSet, pick_captions, own_captions
 
 # %% auto #0
-__all__ = ['METRICS', 'TABLE_METRICS', 'CORESETS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set', 'eval_config',
-           'train_model', 'summarize', 'format_result', 'evaluate_set', 'row_names', 'check_rows', 'check_budget',
-           'coreset_of', 'cell_settings', 'comparison_jobs', 'pending_cells', 'write_tables', 'markdown_table',
-           'compare']
+__all__ = ['METRICS', 'TABLE_METRICS', 'COLLAPSE', 'CORESETS', 'TrainingSet', 'real_set', 'coreset', 'synthetic_set',
+           'eval_config', 'train_model', 'summarize', 'format_result', 'collapse_stats', 'evaluate_set', 'row_names',
+           'check_rows', 'check_budget', 'coreset_of', 'cell_settings', 'comparison_jobs', 'pending_cells',
+           'write_tables', 'markdown_table', 'compare']
 
 # %% ../nbs/08_evaluate.ipynb #ac144885
 METRICS = ('TR@1', 'TR@5', 'TR@10', 'IR@1', 'IR@5', 'IR@10', 'r_mean')   # what `recall_at_k` reports
@@ -142,6 +143,11 @@ def summarize(runs:list[dict])->dict:
     std = {k: statistics.pstdev([r[k] for r in runs]) if len(runs) > 1 else 0.0 for k in METRICS}
     return {'mean': mean, 'std': std, 'n': len(runs)}
 
+def _collapse_mean(runs:list[dict])->dict|None:
+    "Mean `collapse_stats` over the runs that recorded them (None if none did: cells made before they were measured)."
+    rs = [r['collapse'] for r in runs if 'collapse' in r]
+    return {k: round(statistics.fmean(c[k] for c in rs), 5) for k in COLLAPSE} if rs else None
+
 # %% ../nbs/08_evaluate.ipynb #cf9675b7
 def _diverged(ts:TrainingSet, cfg:Config)->str:
     "What to change when an evaluation model diverged."
@@ -155,6 +161,30 @@ def format_result(r:dict, keys=METRICS)->str:
     "One line: name and mean ± std of each metric."
     return f"{r['name']}: " + ', '.join(f"{k} {r['mean'][k]:.1f}±{r['std'][k]:.1f}" for k in keys)
 
+# %% ../nbs/08_evaluate.ipynb #64293a3b
+COLLAPSE = ('image_cos', 'text_cos', 'gap')   # what `collapse_stats` reports
+
+def _mean_pair_cos(z:torch.Tensor)->float:
+    "Mean cosine over the distinct pairs of the unit rows of `z`."
+    n = len(z); s = z.double().sum(0)
+    return float((s @ s - n) / (n * (n - 1))) if n > 1 else 1.0
+
+@torch.no_grad()
+def collapse_stats(model:DualEncoder,            # a retrained evaluation model
+                   ts:TrainingSet,               # the set it trained on
+                   inputs:torch.Tensor|None=None, # `ts`'s image inputs for `model` (computed when None)
+                   batch_size:int=256)->dict:
+    "`ts`'s modality collapse in `model`'s embedding spaces: mean pairwise cosine of its images and of its texts, and the modality gap."
+    device = next(model.parameters()).device
+    was = model.training; model.eval()
+    x = _inputs(ts, model, device) if inputs is None else inputs.to(device)
+    img = torch.cat([encode_images(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    txt = model.encode_text(ts.text.to(device))
+    model.train(was)
+    img, txt = torch.nn.functional.normalize(img.float(), dim=-1), torch.nn.functional.normalize(txt.float(), dim=-1)
+    return {'image_cos': round(_mean_pair_cos(img), 5), 'text_cos': round(_mean_pair_cos(txt), 5),
+            'gap': round(float((img.mean(0) - txt.mean(0)).norm()), 5)}
+
 # %% ../nbs/08_evaluate.ipynb #91d56de3
 def evaluate_set(ts:TrainingSet,            # the set to judge
                  cfg:Config,                # eval protocol (`cfg.eval`), seed, device; model/data are the experts'
@@ -163,7 +193,7 @@ def evaluate_set(ts:TrainingSet,            # the set to judge
                  progress:bool=True,
                  min_steps:int=0,           # the full split's least SGD steps (`train_model`)
                 )->dict:
-    "Train `cfg.eval.n_eval` fresh models on `ts` and return per-run metrics and their mean ± std; a model that diverges is a `NonFiniteError`, never a score."
+    "Train `cfg.eval.n_eval` fresh models on `ts` and return per-run metrics, their mean ± std and the set's mean `collapse_stats`; a model that diverges is a `NonFiniteError`, never a score."
     runs, t0 = [], time.time()
     for what, t in (('images', ts.images), ('texts', ts.text), ('targets', ts.targets)):
         if t is not None: check_finite(t, f"set {ts.name!r}: {what}")
@@ -174,9 +204,9 @@ def evaluate_set(ts:TrainingSet,            # the set to judge
         seed = cfg.seed * 1000 + 7 * k + 1
         try:
             model, info = train_model(ts, cfg, seed=seed, val=val, inputs=inputs, min_steps=min_steps)
-            runs.append({**evaluate_retrieval(model, test), 'seed': seed, **info})
+            runs.append({**evaluate_retrieval(model, test), 'seed': seed, **info, 'collapse': collapse_stats(model, ts, inputs)})
         except NonFiniteError as e: raise NonFiniteError(f"set {ts.name!r}, evaluation model {k} (seed {seed}): {e}; {_diverged(ts, cfg)}") from None
-    return {'name': ts.name, 'runs': runs, **summarize(runs), 'seconds': round(time.time() - t0, 2)}
+    return {'name': ts.name, 'runs': runs, **summarize(runs), 'collapse': _collapse_mean(runs), 'seconds': round(time.time() - t0, 2)}
 
 # %% ../nbs/08_evaluate.ipynb #407bbef8
 CORESETS = SELECTORS   # a coreset row is a selector's pick; a distilled row is a registered method (`METHODS`)
@@ -282,7 +312,7 @@ def _eval_cfg(cfg:Config, store:TrajectoryStore)->Config:
 # %% ../nbs/08_evaluate.ipynb #637991af
 def _agg(cells:list[dict])->dict:
     runs = [r for c in cells for r in c['runs']]
-    return {**summarize(runs), 'sets': len(cells), 'build_seconds': round(sum(c['build_seconds'] for c in cells), 1),
+    return {**summarize(runs), 'collapse': _collapse_mean(runs), 'sets': len(cells), 'build_seconds': round(sum(c['build_seconds'] for c in cells), 1),
             'eval_seconds': round(sum(c['seconds'] for c in cells), 1)}
 
 # %% ../nbs/08_evaluate.ipynb #74fc8329
@@ -318,6 +348,10 @@ def markdown_table(result:dict)->str:
     for name, r in result['rows'].items():
         cells = ' | '.join(f"{r['mean'][k]:.1f} ± {r['std'][k]:.1f}" for k in keys)
         lines.append(f"| {r['method']} | {r['budget'] or 'all'} | {cells} | {r['n']} | {r['build_seconds']} | {r['eval_seconds']} |")
+    col = [(r, r['collapse']) for r in result['rows'].values() if r.get('collapse')]
+    if col:   # modality collapse (`collapse_stats`), mean over the row's models
+        lines += ['', '| method | B | image cos | text cos | modality gap |', '|---|---|---|---|---|']
+        lines += [f"| {r['method']} | {r['budget'] or 'all'} | {c['image_cos']:.3f} | {c['text_cos']:.3f} | {c['gap']:.3f} |" for r, c in col]
     return '\n'.join(lines) + '\n\n' + result['protocol'] + '\n'
 
 # %% ../nbs/08_evaluate.ipynb #1c84cf19

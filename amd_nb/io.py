@@ -213,7 +213,8 @@ RUN_FILES = {
                                 'config?': {'distill?': {'iterations?': COUNT}},
                                 'settings?': SETTINGS, 'seed?': COUNT}},
     'comparison cell': {'method': str, 'budget': (COUNT, None), 'set?': COUNT, 'build_seconds': SECONDS,   # evaluate: one cell
-                        'settings?': SETTINGS, 'runs': [RECALLS], 'mean': RECALLS, 'std': RECALLS, 'n': COUNT, 'seconds': SECONDS},
+                        'settings?': SETTINGS, 'runs': [RECALLS], 'mean': RECALLS, 'std': RECALLS, 'n': COUNT, 'seconds': SECONDS,
+                        'collapse?': ({'image_cos': REAL, 'text_cos': REAL, 'gap': REAL}, None)},   # `evaluate.collapse_stats`
     'prototypes.json': {'spm': [COUNT], 'labels': [COUNT], 'random': [COUNT], 'spm_seconds': SECONDS,   # report: SPM + UMAP
                         'n': COUNT, 'settings': dict, 'umap?': [[REAL]], 'umap_seconds?': SECONDS},
     'log line': LOG_LINE,                                                                # distill: one line of log.jsonl

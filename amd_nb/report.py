@@ -219,7 +219,8 @@ def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
     methods = {}
     for m in run.rows:
         r = comparison['rows'][m if m == 'full' else f"{m}@{run.budget}"]
-        methods[m] = {**{k: round(r['mean'][k], 3) for k in METRICS}, 'std': {k: round(r['std'][k], 3) for k in METRICS}, 'n': r['n']}
+        methods[m] = {**{k: round(r['mean'][k], 3) for k in METRICS}, 'std': {k: round(r['std'][k], 3) for k in METRICS}, 'n': r['n'],
+                      'collapse': r.get('collapse')}   # `evaluate.collapse_stats`, mean over the row's models
     return dict(dataset=run.cfg.data.source, budget=run.budget, preset=run.preset, regime=regime(run.cfg.model), seed=run.cfg.seed, methods=methods,
                 windows=window_summary(run.cfg.distill, windows), timings=dict(timings),
                 protocol=comparison['protocol'], config=run.cfg.to_dict())
@@ -328,6 +329,10 @@ def report_sections(run:DemoRun, metrics:dict, train:EncodedSplit)->list:
     first = run.methods[0]; T, M = _store(run).epochs, run.cfg.distill.expert_epochs
     secs = [('Retrieval after retraining', metrics['protocol'], metrics_table_html(metrics)),
             ('Recall by method', 'Mean ± std over the retrained models.', viz.comparison_figure(run.layout.table('json'), metrics=('IR@10', 'TR@10', 'r_mean')))]
+    if any(r.get('collapse') for r in metrics['methods'].values()):
+        secs.append(('Modality collapse', "Each set in the embedding spaces of the models retrained on it (mean over them): the mean cosine "
+                     "over pairs of its images and of its texts (1: all one point) and the modality gap, the distance between the two "
+                     "modalities' mean unit embeddings.", viz.collapse_figure(run.layout.table('json'))))
     if 'alignment' in metrics:
         secs.append(('How close the student gets', "Per method, the student's N inner steps on the set it started from and on the distilled "
                      "set, from expert segments drawn as the run draws them: the cosine of its displacement with the expert's M epochs, "

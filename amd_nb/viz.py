@@ -28,9 +28,9 @@ from .evaluate import METRICS
 # %% auto #0
 __all__ = ['DOCS_RENDERER', 'AUTO_RENDERERS', 'COLORS', 'LR_COLORS', 'PALETTE', 'SIM_COLORS', 'setup_docs_renderer',
            'prototype_figure', 'mmd_figure', 'window_distribution', 'start_epoch_counts', 'sampling_figure',
-           'run_figure', 'synthetic_figure', 'load_comparison', 'comparison_figure', 'dashboard_figure',
-           'update_dashboard', 'in_notebook', 'summary_line', 'Dashboard', 'RunStopped', 'run_in_thread',
-           'window_figure', 'explorer_figures', 'window_explorer']
+           'run_figure', 'synthetic_figure', 'load_comparison', 'comparison_figure', 'collapse_figure',
+           'dashboard_figure', 'update_dashboard', 'in_notebook', 'summary_line', 'Dashboard', 'RunStopped',
+           'run_in_thread', 'window_figure', 'explorer_figures', 'window_explorer']
 
 # %% ../nbs/09_viz.ipynb #dac16092
 pio.renderers['cdn_html'] = HtmlRenderer(connected=True)   # `notebook_connected`'s figure HTML without its extra first output
@@ -415,6 +415,17 @@ def comparison_figure(
                       yaxis_title=(metrics[0] if len(metrics) == 1 else 'recall@K') + ' (%)', meta={'protocol': res.get('protocol', '')},
                       title='retrieval after retraining on each set (mean ± std)', height=420)
     return fig
+
+# %% ../nbs/09_viz.ipynb #eeed130b
+_COLLAPSE_NAMES = {'image_cos': 'images: mean pairwise cosine', 'text_cos': 'texts: mean pairwise cosine', 'gap': 'modality gap'}
+
+def collapse_figure(result)->go.Figure:   # `compare` result dict, `comparison.json` or its folder
+    "Grouped bars of each row's modality collapse: the images' and the texts' mean pairwise cosine and the modality gap."
+    rows = {n: r['collapse'] for n, r in load_comparison(result)['rows'].items() if r.get('collapse')}
+    fig = go.Figure([go.Bar(name=label, x=list(rows), y=[c[k] for c in rows.values()],
+                            hovertemplate=f"%{{x}}: %{{y:.3f}}<extra>{label}</extra>") for k, label in _COLLAPSE_NAMES.items()])
+    return fig.update_layout(barmode='group', xaxis_title='method @ budget', yaxis_title='cosine / distance (unit embeddings)',
+                             title='modality collapse of each set in its retrained models', height=380)
 
 # %% ../nbs/09_viz.ipynb #ba582568
 _LINES = (('loss', 1, 1, 'total'), ('loss_image', 1, 1, 'image'), ('loss_text', 1, 1, 'text'),

@@ -32,6 +32,11 @@ def test_metrics_json(demo):
     assert (w['rule'], w['map']) == (m['config']['distill']['window_rule'], m['config']['distill']['window_map'])
     assert all(0 <= r <= m['config']['expert']['epochs'] - 1 for r in (w['R_V'], w['R_L'], *w['mmd'], *w['literal']))
     assert set(m['timings']) == set(STAGES) and all(v >= 0 for v in m['timings'].values())
+    for name, r in m['methods'].items():   # modality collapse of each row's set in its retrained models
+        c = r['collapse']
+        assert set(c) == {'image_cos', 'text_cos', 'gap'} and -1 <= c['image_cos'] <= 1 and -1 <= c['text_cos'] <= 1 and 0 <= c['gap'] <= 2, (name, c)
+    md = (out/'comparison'/'comparison.md').read_text()
+    assert '| method | B | image cos | text cos | modality gap |' in md and md.count('\n| amd | 8 |') == 2
 
 
 def test_report_is_self_contained(demo):
@@ -41,8 +46,8 @@ def test_report_is_self_contained(demo):
     assert len(lib) > 1e6 and 'plotly' in lib[:2000].lower()        # plotly.js inlined once, in the head
     assert not re.search(r"<script[^>]+src=", page), 'the report must not load scripts from elsewhere'
     assert not re.search(r"""(src|href)=["']https?://""", head + body), 'the report must not load resources from elsewhere'
-    assert page.count('Plotly.newPlot') >= 8                       # comparison, MMD, 2× sampling, prototypes, images, 2× runs
-    for heading in ('Retrieval after retraining', 'MMD curves and windows', 'Start epochs drawn: amd', 'SPM prototypes',
+    assert page.count('Plotly.newPlot') >= 9                       # comparison, collapse, MMD, 2× sampling, prototypes, images, 2× runs
+    for heading in ('Retrieval after retraining', 'Modality collapse', 'MMD curves and windows', 'Start epochs drawn: amd', 'SPM prototypes',
                     'Synthetic images: amd', 'Run curves: lors'):
         assert f"<h2>{heading}</h2>" in page, heading
     assert '<td>amd</td>' in page and '<td>random</td>' in page
