@@ -24,10 +24,10 @@ from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, read_j
 # %% auto #0
 __all__ = ['SEARCH_SPACE', 'FINISHED', 'HEARTBEAT', 'GRACE', 'MAX_RETRIES', 'PRUNERS', 'TuneError', 'LogAround', 'StartEpochs',
            'Needs', 'config_value', 'has_key', 'families', 'method_space', 'search_space', 'parse_distribution',
-           'parse_space', 'suggest', 'trial_config', 'ValScores', 'run_trial', 'open_storage', 'study_settings',
-           'open_study', 'worker_id', 'retry_trial', 'recover', 'trial_counts', 'TrialSeededTPE', 'TuneRun', 'tune',
-           'trial_state', 'trials_table', 'best_config', 'best_yaml', 'tune_figures', 'tune_html', 'write_results',
-           'tuned_settings', 'tune_from_args', 'amd_tune']
+           'parse_space', 'suggest', 'config_trial', 'trial_config', 'ValScores', 'run_trial', 'open_storage',
+           'study_settings', 'open_study', 'worker_id', 'retry_trial', 'recover', 'trial_counts', 'TrialSeededTPE',
+           'TuneRun', 'tune', 'trial_state', 'trials_table', 'best_config', 'best_yaml', 'tune_figures', 'tune_html',
+           'write_results', 'tuned_settings', 'tune_from_args', 'amd_tune']
 
 # %% ../nbs/08b_tune.ipynb #cd5580ad
 class TuneError(ConfigError):
@@ -171,6 +171,17 @@ def suggest(trial, space:dict)->dict:
         if isinstance(d, IntDistribution): return trial.suggest_int(k, d.low, d.high, log=d.log, step=d.step)
         return trial.suggest_categorical(k, d.choices)
     return {k: one(k, d) for k, d in space.items()}
+
+# %% ../nbs/08b_tune.ipynb #a73f4383
+def config_trial(cfg:Config, space:dict)->dict:
+    "{key: the config's value} for the keys of `space` whose range holds it: the settings of a study's first trial."
+    d, out = cfg.to_dict(), {}
+    for k, dist in space.items():
+        sec, _, name = k.partition('.'); v = d.get(sec, {}).get(name)
+        if isinstance(dist, CategoricalDistribution): ok = v in dist.choices
+        else: ok = isinstance(v, (int, float)) and not isinstance(v, bool) and dist.low <= v <= dist.high
+        if ok: out[k] = v
+    return out
 
 # %% ../nbs/08b_tune.ipynb #01554459
 def trial_config(base:Config, params:dict)->Config:
@@ -391,6 +402,8 @@ def tune(run:TuneRun)->optuna.Study:
         study = open_study(storage, run.study, study_settings(run.cfg, run.store, run.space), _masked(run.storage or run.folder/'study.db'))
         train, val = (load_split(data, s, progress=False, seed=run.store.config.seed) for s in ('train', 'val'))
         study.sampler, study.pruner, t0 = TrialSeededTPE(run.cfg.seed), PRUNERS[run.pruner](), time.time()
+        if not study.get_trials(deepcopy=False) and (first := config_trial(run.cfg, run.space)):
+            study.enqueue_trial(first, user_attrs={'from_config': True})   # a new study starts from the settings it was given
         if back := recover(study, storage): say(f"trial{'s' * (len(back) > 1)} {', '.join(map(str, back))} interrupted: {'their' if len(back) > 1 else 'its'} settings run again")
         say(f"{run.study}: {trial_counts(study)[0]} of {run.trials} trials finished; searching {', '.join(run.space)} on val ({len(val)} images)")
         while True:

@@ -110,6 +110,8 @@ def test_tiny_study_then_more_trials(tmp_path, experts):
     assert {'best.yaml', 'trials.csv', 'tune.html', 'study.db'} <= {p.name for p in folder.iterdir()}
     first = rows(folder)
     assert [int(x['trial']) for x in first] == [0, 1, 2] and len(finished(first)) == 3
+    tiny = get_preset('tiny').distill                                            # trial 0: the settings the study was given
+    assert [float(first[0][f'distill.{k}']) for k in ('lr_image', 'lr_text', 'lr_lr')] == pytest.approx([tiny.lr_image, tiny.lr_text, tiny.lr_lr])
     # best.yaml is a config file that --config reads, holding the best trial's settings
     best = max((x for x in first if x['state'] == 'complete'), key=lambda x: float(x['val_r_mean']))
     cfg = load_config(folder/'best.yaml', base=get_preset('tiny'))
