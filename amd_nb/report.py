@@ -154,10 +154,11 @@ def _distill_all(run:DemoRun, train:EncodedSplit):
         return
     for m in todo:
         run.say(f"      distilling {m} (B={run.budget}, {run.cfg.distill.iterations} iterations)")
-        distill(run.method_cfg(m), _store(run), run.run_dir(m), train, callbacks=list(run.callbacks), progress=run.progress)
-        if not _distilled(run, m):   # a callback (the dashboard's Stop) ended it early: stop the job as Ctrl-C would
-            raise KeyboardInterrupt(f"distilling {m} stopped before its {run.cfg.distill.iterations} iterations; its checkpoint "
+        stopped = KeyboardInterrupt(f"distilling {m} stopped before its {run.cfg.distill.iterations} iterations; its checkpoint "
                                     f"is in {run.run_dir(m)}: run the job again to resume")
+        try: distill(run.method_cfg(m), _store(run), run.run_dir(m), train, callbacks=list(run.callbacks), progress=run.progress)
+        except KeyboardInterrupt: raise stopped from None   # Ctrl-C (Kernel → Interrupt) inside an iteration: the same one line
+        if not _distilled(run, m): raise stopped           # a callback (the dashboard's Stop) ended it early: stop the job as Ctrl-C would
 
 # %% ../nbs/09b_report.ipynb #b8865b4d
 def _jobs(run:DemoRun)->list: return comparison_jobs(run.rows, (run.budget,), 1)
