@@ -101,10 +101,13 @@ def split_experts(todo:list[int], rank:int, world_size:int)->list[int]:
 
 # %% ../nbs/02b_dist.ipynb #0bd2317d
 def _process_entry(target, args:tuple, conn):
-    "A worker process: `target(*args)`; what became of it goes back on `conn` (None, or the error's module, class and message)."
+    "A worker process: `target(*args)`; what became of it goes back on `conn` ('done', or the error's module, class and message)."
     import signal
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    try: target(*args); conn.send(None)
+    try:   # Linux: die with the parent (prctl PR_SET_PDEATHSIG), so that a job killed with SIGKILL leaves no worker writing on
+        import ctypes; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError): pass
+    try: target(*args); conn.send('done')
     except KeyboardInterrupt: conn.send(('builtins', 'KeyboardInterrupt', ''))
     except BaseException as e: conn.send((type(e).__module__, type(e).__qualname__, str(e)))
 
@@ -136,9 +139,11 @@ def run_processes(target,                 # a module-level function: the spawned
                 p.start(); send.close(); running[p] = (recv, name)
             for p, (recv, name) in list(running.items()):
                 if p.is_alive() and not recv.poll(): continue
-                what = recv.recv() if recv.poll(5) else ('builtins', 'RuntimeError', f"the worker died (exit status {p.exitcode})")
+                try: what = recv.recv() if recv.poll(5) else None
+                except EOFError: what = None                      # it ended without a word (killed, or failed on start-up)
                 p.join(); del running[p]
-                if what is not None: stop_all(); raise _raised(what, name, error)
+                if what is None: what = ('builtins', 'RuntimeError', f"the worker died (exit status {p.exitcode})")
+                if what != 'done': stop_all(); raise _raised(what, name, error)
             if poll is not None: poll()
             time.sleep(0.2)
     except KeyboardInterrupt: stop_all(); raise
