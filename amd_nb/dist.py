@@ -107,6 +107,8 @@ def _process_entry(target, args:tuple, conn):
     try:   # Linux: die with the parent (prctl PR_SET_PDEATHSIG), so that a job killed with SIGKILL leaves no worker writing on
         import ctypes; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError): pass
+    parent = __import__('multiprocessing').parent_process()
+    if parent is not None and os.getppid() != parent.pid: os._exit(1)   # the job died while this worker started, before the prctl took hold
     try: target(*args); conn.send('done')
     except KeyboardInterrupt: conn.send(('builtins', 'KeyboardInterrupt', ''))
     except BaseException as e: conn.send((type(e).__module__, type(e).__qualname__, str(e)))

@@ -576,20 +576,23 @@ def test_ctrl_c_in_every_stage_then_resume(tiny_demo, tmp_path):
         assert same_set(SyntheticSet.load(s), SyntheticSet.load(tiny_demo[0]/'comparison'/'distill'/f'{m}_B8_s0'/'synthetic'))
 
 
-def test_workers_die_with_a_sigkilled_job(tmp_path):
-    "A job killed with SIGKILL leaves none of its worker processes (distillations, experts) running and writing on."
+@pytest.mark.parametrize('wait', [0, 2])
+def test_workers_die_with_a_sigkilled_job(tmp_path, wait):
+    "A job killed with SIGKILL leaves none of its worker processes (distillations, experts) running and writing on: killed at once, while the worker starts, or later."
     (tmp_path/'job.py').write_text("import time, amd_nb.dist\nif __name__ == '__main__': amd_nb.dist.run_processes(time.sleep, [('nap', (120,))], workers=1)\n")
     p = subprocess.Popen([sys.executable, str(tmp_path/'job.py')])
     children, t0 = Path(f'/proc/{p.pid}/task/{p.pid}/children'), time.time()
-    while not children.read_text().split():
+    cmdline = lambda pid: Path(f'/proc/{pid}/cmdline').read_bytes() if Path(f'/proc/{pid}').exists() else b''
+    while not any(b'multiprocessing.spawn' in cmdline(c) for c in children.read_text().split()):   # the worker (the first child is multiprocessing's resource tracker)
         assert p.poll() is None and time.time() - t0 < 60
-        time.sleep(0.05)
-    worker = int(children.read_text().split()[0])
-    time.sleep(2)                                                                 # the worker is past its start-up
+        time.sleep(0.02)
+    kids = [int(c) for c in children.read_text().split()]
+    time.sleep(wait)                                                              # 0: the worker is still starting (importing torch)
     p.kill(); p.wait()
+    alive = lambda pid: Path(f'/proc/{pid}').exists() and Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
     t0 = time.time()
-    while Path(f'/proc/{worker}').exists() and 'Z' not in Path(f'/proc/{worker}/stat').read_text().split()[2]:
-        assert time.time() - t0 < 10, "the worker outlived its SIGKILLed job"
+    while any(alive(k) for k in kids):
+        assert time.time() - t0 < 10, f"processes of the SIGKILLed job still run: {[cmdline(k)[:80] for k in kids if alive(k)]}"
         time.sleep(0.05)
 
 
