@@ -134,7 +134,7 @@ class ExpertConfig:
 @dataclass
 class DistillConfig:
     "Trajectory-matching distillation (DESIGN 1.2–1.5): the synthetic set, the inner loop, the outer optimiser."
-    method: str = named('lors', METHODS) # `mtt_vl`, `lors`, `amd`, `lors+async`, `lors+spm`, `mtt_vl+async`; sets sampler, loss, sim and init where those are None
+    method: str = named('lors', METHODS) # `mtt_vl`, `lors`, `amd`, `lors+async`, `lors+spm`, `mtt_vl+async`, `repblend`, `amd+repblend`; sets sampler, loss, sim, init and blend where those are None
     budget: int = opt(100, pos, '> 0') # B: synthetic pairs
     iterations: int = opt(300, pos, '> 0') # outer iterations
     syn_steps: int = opt(10, pos, '> 0') # N: inner SGD steps of the student per iteration
@@ -159,6 +159,7 @@ class DistillConfig:
     lr_sim: float = opt(10.0, nonneg, '>= 0') # outer lr of the similarity parameters
     momentum: float = opt(0.5, lambda v: 0 <= v < 1, 'in [0, 1)') # outer SGD momentum
     init: str|None = named(None, INITS) # which real pairs initialise the set: `random`, or `spm`, `herding`, `kcenter` (on expert features)
+    blend: float|None = opt(None, nonneg, '>= 0') # representation blending: α of the Beta(α, α) weight mixing each inner step's pairs (None: the method's; 0: off)
     window_image: int|None = opt(None, nonneg, '>= 0') # AMD: R_V by hand (None: from MMD dynamic sampling)
     window_text: int|None = opt(None, nonneg, '>= 0') # AMD: R_L by hand (None: from MMD dynamic sampling)
     max_gap: int|None = opt(None, nonneg, '>= 0') # AMD: bound on |t_V - t_L| (None: no bound)

@@ -23,7 +23,7 @@ from .io import atomic_write, atomic_write_json, folder_lock, parse_json
 from .checks import SettingsChanged, check_finite, check_settings, flat_settings
 from safetensors import SafetensorError
 from .train import init_dual_encoder
-from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, meta_engine, matching_loss, alignment
+from .matching import MODALITIES, Student, Segment, SynLeaves, minibatches, blend_batches, meta_engine, matching_loss, alignment
 from .registry import METHODS, INITS, SAMPLERS, Method, UnknownName
 from .models import contrastive_loss
 from .synthetic import SyntheticSet, random_indices, pick_captions
@@ -68,13 +68,15 @@ for _name, _m in (('mtt_vl',       Method(sampler='sync', loss='infonce', sim='i
                   ('amd',          Method(sampler='amd', loss='wbce', sim='lowrank', init='spm')),   # AMD: async + MMD windows + SPM on the LoRS base
                   ('lors+async',   Method(sampler='amd', loss='wbce', sim='lowrank')),               # ablation: async sampling only
                   ('lors+spm',     Method(sampler='sync', loss='wbce', sim='lowrank', init='spm')),  # ablation: prototype initialisation only
-                  ('mtt_vl+async', Method(sampler='amd', loss='infonce', sim='identity'))):          # async without learned similarities
+                  ('mtt_vl+async', Method(sampler='amd', loss='infonce', sim='identity')),           # async without learned similarities
+                  ('repblend',     Method(sampler='sync', loss='wbce', sim='lowrank', blend=1.0)),   # RepBlend: LoRS base + representation blending (α = 1, its scripts)
+                  ('amd+repblend', Method(sampler='amd', loss='wbce', sim='lowrank', init='spm', blend=1.0))):   # AMD's windows and prototypes + blending
     METHODS.register(_name, _m)
 
 # %% ../nbs/07_distill.ipynb #99d1f975
 def resolve_method(dcfg)->Method:
-    "The run's `Method`: the registered method `dcfg.method` with any part the config sets (`distill.sampler`, `loss`, `sim`, `init`) replaced."
-    try: return METHODS[dcfg.method].replace(sampler=dcfg.sampler, loss=dcfg.loss, sim=dcfg.sim, init=dcfg.init).check()
+    "The run's `Method`: the registered method `dcfg.method` with any part the config sets (`distill.sampler`, `loss`, `sim`, `init`, `blend`) replaced."
+    try: return METHODS[dcfg.method].replace(sampler=dcfg.sampler, loss=dcfg.loss, sim=dcfg.sim, init=dcfg.init, blend=dcfg.blend).check()
     except UnknownName as e: raise ConfigError(f"distill: {e}") from None
 
 # %% ../nbs/07_distill.ipynb #8c715061
@@ -299,6 +301,7 @@ def step(self:Distiller)->dict:
         i = self._next_expert()
         ep = self.sampler(self.g, self.store.epochs, self.dc.expert_epochs)
         batches = minibatches(len(self.syn), self.dc.batch_syn, self.dc.syn_steps, self.g)
+        if self.method.blend: batches = blend_batches(batches, self.method.blend, self.g)   # RepBlend (06_matching)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []):
             torch.manual_seed(_iteration_seed(self.cfg.seed, self.iteration))   # dropout: reproducible, and the same after a resume
             out = self._meta_gradient(self._segment(i, ep), batches)

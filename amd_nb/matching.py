@@ -15,8 +15,8 @@ from .registry import SAMPLERS, ENGINES
 
 # %% auto #0
 __all__ = ['StartEpochs', 'register_sampler', 'start_epoch_sampler', 'SyncSampler', 'AsyncSampler', 'Student', 'Segment',
-           'matching_loss', 'alignment', 'SynLeaves', 'minibatches', 'MatchOutput', 'unroll', 'tesla', 'meta_engine',
-           'toy_problem', 'meta_grads', 'cosine', 'compare_engines']
+           'matching_loss', 'alignment', 'Blend', 'SynLeaves', 'minibatches', 'blend_batches', 'MatchOutput', 'unroll',
+           'tesla', 'meta_engine', 'toy_problem', 'meta_grads', 'cosine', 'compare_engines']
 
 # %% ../nbs/06_matching.ipynb #075785ea
 class StartEpochs(NamedTuple):
@@ -155,6 +155,16 @@ def alignment(final:dict, seg:Segment)->dict:
     cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
     return {m: cos(final[m].detach() - seg.start[m], seg.target[m] - seg.start[m]) for m in MODALITIES}
 
+# %% ../nbs/06_matching.ipynb #5cff2de8
+class Blend(NamedTuple):
+    "An inner step's minibatch with its representation blend: pair i becomes λ·pair i + (1 − λ)·pair perm[i]."
+    idx: torch.Tensor    # [b] indices of the synthetic pairs
+    perm: torch.Tensor   # [b] positions within the batch each pair is blended with
+    lam: float           # λ, the weight of the pair's own representation
+    def mix(self, a:torch.Tensor)->torch.Tensor:
+        "Rows of `a` (one per pair of the batch) blended."
+        return self.lam * a + (1 - self.lam) * a[self.perm]
+
 # %% ../nbs/06_matching.ipynb #d0ad78fb
 @dataclass
 class SynLeaves:
@@ -164,10 +174,13 @@ class SynLeaves:
     lrs: dict                     # modality -> 0-dim learnable inner lr
     targets: Callable|None = None # idx -> [b, b] similarity targets, or None (identity)
     extra: list = field(default_factory=list) # other leaves reached through `targets` (similarity parameters)
-    def batch(self, idx:torch.Tensor, detach:bool=False):
-        "(image inputs, text, targets) of minibatch `idx`."
+    def batch(self, idx, detach:bool=False):
+        "(image inputs, text, targets) of minibatch `idx` (a `Blend`: its pairs blended, the targets those of the unblended pairs)."
+        mix = idx.mix if isinstance(idx, Blend) else None
+        if mix is not None: idx = idx.idx
         x, e = self.images[idx], self.text[idx]
         t = self.targets(idx) if self.targets is not None else None
+        if mix is not None: x, e = mix(x), mix(e)
         if detach: x, e, t = x.detach(), e.detach(), (t.detach() if t is not None else None)
         return x, e, t
     @property
@@ -181,6 +194,16 @@ def minibatches(n:int, size:int, steps:int, g:torch.Generator)->list[torch.Tenso
         if at + size > n: perm, at = torch.randperm(n, generator=g), 0   # leftovers dropped
         out.append(perm[at:at + size]); at += size
     return out
+
+# %% ../nbs/06_matching.ipynb #dff21676
+def _beta(alpha:float, g:torch.Generator)->float:
+    "A draw of Beta(α, α) from the seeded generator `g`."
+    import numpy as np
+    return float(np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g))).beta(alpha, alpha))
+
+def blend_batches(batches:list, alpha:float, g:torch.Generator)->list:
+    "`batches` (index tensors) as `Blend`s: per batch a permutation and λ ~ Beta(α, α), drawn from `g` (α = 0: λ = 1, no blending)."
+    return [Blend(idx, torch.randperm(len(idx), generator=g), _beta(alpha, g) if alpha > 0 else 1.0) for idx in batches]
 
 # %% ../nbs/06_matching.ipynb #d23035a0
 class MatchOutput(NamedTuple):
@@ -250,7 +273,7 @@ def meta_engine(name:str)->Callable:
     return ENGINES[name]
 
 # %% ../nbs/06_matching.ipynb #3d495cf3
-def toy_problem(seed:int=0, n:int=6, steps:int=3, lr:float=0.05, frozen:bool=False, dtype=torch.float32, sim:bool=False):
+def toy_problem(seed:int=0, n:int=6, steps:int=3, lr:float=0.05, frozen:bool=False, dtype=torch.float32, sim:bool=False, blend:float=0.0):
     "A tiny dual encoder, an expert segment (SGD on random real pairs) and synthetic leaves (perturbed real pairs), for tests and examples."
     from amd_nb.config import ModelConfig
     from amd_nb.models import build_dual_encoder, LowRankSim
@@ -271,6 +294,7 @@ def toy_problem(seed:int=0, n:int=6, steps:int=3, lr:float=0.05, frozen:bool=Fal
     if S is not None: nn.init.normal_(S.R, std=0.1)
     leaves = SynLeaves(imgs, text, lrs, S, list(S.parameters()) if S is not None else [])
     batches = minibatches(n, max(2, n // 2), steps, torch.Generator().manual_seed(seed))
+    if blend: batches = blend_batches(batches, blend, torch.Generator().manual_seed(seed + 1))   # representation blending (RepBlend)
     return st, leaves, seg, batches
 
 # %% ../nbs/06_matching.ipynb #f1c8f83c

@@ -104,16 +104,18 @@ class Method:
     loss: str               # student loss ('infonce', 'wbce', ...)
     sim: str                # similarity targets ('identity', 'lowrank', 'full')
     init: str = 'random'    # which real pairs the set starts from ('random', 'spm', ...)
+    blend: float = 0.0      # representation blending (RepBlend): α of the Beta(α, α) mixing weight of each inner step's pairs (0: off)
 
     def check(self)->Method:
         "Raise `UnknownName` (naming the part) unless every part is registered."
         for f, reg in (('sampler', SAMPLERS), ('loss', LOSSES), ('sim', SIMILARITIES), ('init', INITS)):
             try: reg.lookup(getattr(self, f))
             except UnknownName as e: raise UnknownName(f"method part {f}: {e}") from None
+        if not (isinstance(self.blend, (int, float)) and self.blend >= 0): raise ValueError(f"method part blend: {self.blend!r} is not a number ≥ 0")
         return self
 
     def replace(self, **parts)->Method:
         "This method with some parts replaced (None keeps a part)."
-        return Method(**{f.name: parts.get(f.name) or getattr(self, f.name) for f in fields(self)})
+        return Method(**{f.name: getattr(self, f.name) if parts.get(f.name) is None else parts[f.name] for f in fields(self)})
 
 METHODS = Registry('method', 'amd_nb.distill', check=lambda name, m: Method.check(m))

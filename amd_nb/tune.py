@@ -78,6 +78,7 @@ SEARCH_SPACE = {
     'loss=wbce':    {'distill.wbce_scale': LogAround(10)},     # LoRS family: logit scale of the weighted BCE
     'sim=lowrank':  {'distill.lr_sim': LogAround(100)},        # LoRS family: outer lr of the similarity targets
     'sim=full':     {'distill.lr_sim': LogAround(100)},
+    'blend':        {'distill.blend': FloatDistribution(0.2, 5.0, log=True)},   # RepBlend family: α of the Beta(α, α) blending weight
 }
 
 # %% ../nbs/08b_tune.ipynb #fe64df2c
@@ -98,9 +99,9 @@ def has_key(cfg:Config, key:str)->bool:
 
 # %% ../nbs/08b_tune.ipynb #e4265bc7
 def families(cfg:Config)->list[str]:
-    "The `SEARCH_SPACE` groups of the config's method: '*' and 'part=value' for its sampler, loss, similarity and initialisation."
+    "The `SEARCH_SPACE` groups of the config's method: '*', 'part=value' for its sampler, loss, similarity and initialisation, and 'blend' if it blends."
     m = resolve_method(cfg.distill)
-    return ['*', *(f"{f.name}={getattr(m, f.name)}" for f in fields(m))]
+    return ['*', *(f"{f.name}={getattr(m, f.name)}" for f in fields(m) if f.name != 'blend'), *(['blend'] if m.blend else [])]
 
 # %% ../nbs/08b_tune.ipynb #e95f77bd
 def method_space(cfg:Config, space:dict|None=None)->dict:

@@ -2,6 +2,7 @@
 
     python benchmarks/matching.py --experts runs/demo/experts [--steps 5 10 20 40] [--iters 5]
     python benchmarks/matching.py --experts runs/demo/experts --agreement
+    python benchmarks/matching.py --experts runs/demo/experts --methods lors repblend --steps 10 --engines unroll --iters 20
 
 Each (engine, syn_steps) cell runs in its own process, one after the other in this run, so the two
 engines are measured side by side under the same load. Per cell: the median wall time of an outer
@@ -9,7 +10,9 @@ iteration; the floor, what an iteration cannot avoid in the store's regime: N pl
 steps on the same minibatches (no meta-gradient) plus one forward and backward pass of the synthetic
 batch through the whole image tower, its frozen and its trained parts (pixels to embedding and back);
 and the process's peak RSS (also above its RSS just before the first iteration). The store decides the
-regime (head only, or the last `model.train_stages` stages of the trunk trained too). `--agreement` prints the cosine similarity of the `tesla` and `unroll`
+regime (head only, or the last `model.train_stages` stages of the trunk trained too). With several
+`--methods` the cells of one N and engine run method after method, and each method's time is also
+given as a ratio to the first method's (for example `repblend` against `lors` on the same store). `--agreement` prints the cosine similarity of the `tesla` and `unroll`
 gradients on the same experts for several N and inner lrs.
 """
 import argparse, json, os, resource, statistics as st, subprocess, sys, time, warnings
@@ -81,30 +84,34 @@ def agreement(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--experts', default='runs/demo/experts'); ap.add_argument('--preset', default='demo')
-    ap.add_argument('--method', default='lors'); ap.add_argument('--steps', type=int, nargs='+', default=[5, 10, 20, 40])
+    ap.add_argument('--methods', nargs='+', default=['lors']); ap.add_argument('--steps', type=int, nargs='+', default=[5, 10, 20, 40])
+    ap.add_argument('--engines', nargs='+', default=['unroll', 'tesla']); ap.add_argument('--method', help=argparse.SUPPRESS)
     ap.add_argument('--iters', type=int, default=5); ap.add_argument('--agreement', action='store_true')
     ap.add_argument('--child', nargs=2, metavar=('ENGINE', 'N'))
     a = ap.parse_args()
     if a.agreement: return agreement(a)
     if a.child: a.engine, a.n = a.child[0], int(a.child[1]); return child(a)
+    if a.method: a.methods = [a.method]
     from amd_nb.experts import TrajectoryStore
     m = TrajectoryStore(a.experts).config.model
     regime = 'head only' if m.freeze_backbone and not m.train_stages else f"last {m.train_stages} stages + head" if m.freeze_backbone else 'whole backbone'
-    print(f"preset {a.preset}, method {a.method}, experts {a.experts} ({m.image_tower}, {regime}), {a.iters} timed iterations per cell (median), "
+    print(f"preset {a.preset}, methods {' '.join(a.methods)}, experts {a.experts} ({m.image_tower}, {regime}), {a.iters} timed iterations per cell (median), "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} on {os.cpu_count()} cores")
     rows = []
     for n in a.steps:
-        for eng in ('unroll', 'tesla'):
-            r = subprocess.run([sys.executable, __file__, '--experts', a.experts, '--preset', a.preset, '--method', a.method,
-                                '--iters', str(a.iters), '--child', eng, str(n)], capture_output=True, text=True)
-            if r.returncode: print(r.stderr[-2000:]); sys.exit(1)
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1])); print(rows[-1], flush=True)
-    print('\n| engine | syn_steps | s / iteration | N plain steps s | tower fwd+bwd s | floor s | ratio to floor | peak RSS MiB | peak − pre-run RSS MiB |')
-    print('|---|---|---|---|---|---|---|---|---|')
+        for eng in a.engines:
+            for meth in a.methods:
+                r = subprocess.run([sys.executable, __file__, '--experts', a.experts, '--preset', a.preset, '--method', meth,
+                                    '--iters', str(a.iters), '--child', eng, str(n)], capture_output=True, text=True)
+                if r.returncode: print(r.stderr[-2000:]); sys.exit(1)
+                rows.append(dict(method=meth, **json.loads(r.stdout.strip().splitlines()[-1]))); print(rows[-1], flush=True)
+    first = {(r['engine'], r['n']): r['sec'] for r in rows if r['method'] == a.methods[0]}
+    print(f"\n| method | engine | syn_steps | s / iteration | vs {a.methods[0]} | N plain steps s | tower fwd+bwd s | floor s | ratio to floor | peak RSS MiB | peak − pre-run RSS MiB |")
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['engine']} | {r['n']} | {r['sec']:.3f} | {r['steps']:.3f} | {r['fb']:.3f} | {r['floor']:.3f} | {r['sec']/r['floor']:.1f}× | {r['peak']:.0f} | {r['peak']-r['base']:.0f} |")
-    for eng in ('unroll', 'tesla'):
-        by = {r['n']: r for r in rows if r['engine'] == eng}
+        print(f"| {r['method']} | {r['engine']} | {r['n']} | {r['sec']:.3f} | {r['sec']/first[r['engine'], r['n']]:.2f}× | {r['steps']:.3f} | {r['fb']:.3f} | {r['floor']:.3f} | {r['sec']/r['floor']:.1f}× | {r['peak']:.0f} | {r['peak']-r['base']:.0f} |")
+    for eng in a.engines:
+        by = {r['n']: r for r in rows if r['engine'] == eng and r['method'] == a.methods[0]}
         if 10 in by and 40 in by: print(f"{eng}: peak RSS at 40 steps / at 10 steps = {by[40]['peak']/by[10]['peak']:.2f} (above pre-run RSS: {(by[40]['peak']-by[40]['base'])/max(1e-9, by[10]['peak']-by[10]['base']):.2f})")
 
 if __name__ == '__main__': main()
