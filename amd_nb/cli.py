@@ -144,12 +144,20 @@ def _buffer(args):
     cfg = config_from_args(args)
     out = run_layout(args).experts
     t0 = time.time()
-    with locked('amd-buffer', args): store = train_experts(cfg, out, progress=not args.quiet)
+    with locked('amd-buffer', args): store = train_experts(cfg, out, progress=not args.quiet, workers=args.workers)
     if not is_main_process(): return        # under torchrun only rank 0 reports
     last = [store[i].metrics.get('val', [{}])[-1:] for i in store.finished()]
     print(f"{len(store)} experts × {store.epochs} epochs in {out} ({time.time()-t0:.1f} s)")
     for i, v in zip(store.finished(), last):
         if v and v[0]: print(f"  expert {i}: val TR@10 {v[0]['TR@10']:.1f}  IR@10 {v[0]['IR@10']:.1f}  r_mean {v[0]['r_mean']:.1f}")
+
+# %% ../nbs/10_cli.ipynb #e4244d22
+def _positive_int(s:str)->int:
+    "An argparse type: a whole number ≥ 1."
+    try: v = int(s)
+    except ValueError: v = 0
+    if v < 1: raise argparse.ArgumentTypeError(f"want a whole number ≥ 1, got {s!r}")
+    return v
 
 # %% ../nbs/10_cli.ipynb #ddf0cc04
 def amd_buffer(argv:list[str]|None=None)->int:
@@ -157,8 +165,11 @@ def amd_buffer(argv:list[str]|None=None)->int:
     p = base_parser('amd-buffer', 'Train expert trajectories (resumes an interrupted run in the same --out).', examples='''
 amd-buffer --preset demo --out runs/demo
 amd-buffer --preset tiny --seed 1 --set expert.n_experts=4 --out runs/tiny
+amd-buffer --preset demo_asym --workers 2 --out runs/asym        # two experts at a time, one thread each, on a CPU
 amd-buffer --preset flickr30k --data /data/flickr30k --device cuda --out runs/f30k
 torchrun --standalone --nproc_per_node 8 --no-python amd-buffer --preset flickr30k --data /data/flickr30k --device cuda --out runs/f30k''')
+    p.add_argument('--workers', type=_positive_int, default=1, metavar='N',
+                   help='on a CPU without torchrun: train N experts at once, each in its own process with one thread (default: 1)')
     return run_cli('amd-buffer', _buffer, p.parse_args(argv))
 
 # %% ../nbs/10_cli.ipynb #b2725105

@@ -17,10 +17,10 @@ from .checks import check_finite
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'HALF_MEAN', 'HALF_STD', 'EFFNET_LITE_MEAN',
            'EFFNET_LITE_STD', 'ModelError', 'normalize', 'denormalize', 'ImageTower', 'Pointwise', 'pointwise',
-           'register_image_tower', 'image_tower', 'convnet', 'convnet_feat_dim', 'efficientnet_lite0_weights',
-           'lite0_stages', 'TextTower', 'logits_from', 'DualEncoder', 'build_dual_encoder', 'ParamLayout',
-           'functional_forward', 'flat_grad', 'InfoNCE', 'SoftInfoNCE', 'WeightedBCE', 'contrastive_loss', 'LowRankSim',
-           'FullSim', 'IdentitySim', 'similarity', 'recall_at_k']
+           'Depthwise', 'depthwise', 'register_image_tower', 'image_tower', 'convnet', 'convnet_feat_dim',
+           'efficientnet_lite0_weights', 'lite0_stages', 'TextTower', 'logits_from', 'DualEncoder',
+           'build_dual_encoder', 'ParamLayout', 'functional_forward', 'flat_grad', 'InfoNCE', 'SoftInfoNCE',
+           'WeightedBCE', 'contrastive_loss', 'LowRankSim', 'FullSim', 'IdentitySim', 'similarity', 'recall_at_k']
 
 # %% ../nbs/02_models.ipynb #07d09d53
 class ModelError(RuntimeError):
@@ -125,6 +125,52 @@ def pointwise(module:nn.Module)->int:
         else: n += pointwise(c)
     return n
 
+# %% ../nbs/02_models.ipynb #e823eb71
+def _same_pads(size:tuple, k:tuple, s:tuple, d:tuple)->tuple:
+    "(left, right, top, bottom) zero padding of an input of `size` (h, w) as TensorFlow's 'SAME' convolutions pad it (output side ⌈input / stride⌉, the odd pixel at the end)."
+    pads = []
+    for i, kk, ss, dd in zip(size, k, s, d): p = max((math.ceil(i / ss) - 1) * ss + (kk - 1) * dd + 1 - i, 0); pads.append((p // 2, p - p // 2))
+    (t, b), (l, r) = pads
+    return l, r, t, b
+
+class Depthwise(nn.Module):
+    "A depthwise k×k convolution (one filter per channel) as a sum over its taps of shifted views of the input times per-channel weights: the numbers of `conv`, with gradients of any order free of per-channel loops."
+    def __init__(self, conv:nn.Conv2d,
+                 same:str|None=None): # 'dynamic': pad each input as TF 'SAME' does; 'static': apply `conv.static_padding` first; None: `conv.padding`
+        super().__init__()
+        self.weight, self.bias, self.same = conv.weight, conv.bias, same
+        self.k, self.s, self.d = tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.dilation)
+        self.pad = (0, 0) if same else tuple(conv.padding)
+        if same == 'static': self.static_padding = conv.static_padding
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.same == 'dynamic': pads = _same_pads((h, w), self.k, self.s, self.d)
+        elif self.same == 'static': pads = tuple(getattr(self.static_padding, 'padding', (0, 0, 0, 0)))   # a ZeroPad2d, or no padding
+        else: pads = (self.pad[1], self.pad[1], self.pad[0], self.pad[0])
+        (kh, kw), (sh, sw), (dh, dw), (l, r, t, b) = self.k, self.s, self.d, pads
+        if l or r or t or b: x = F.pad(x, [l, r, t, b])
+        oh, ow = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        wt, y = self.weight[:, 0], None
+        for i in range(kh):      # one shifted view of the input per tap, times that tap's weight per channel
+            if not any(t <= i * dh + sh * q < t + h for q in range(oh)): continue   # this row of taps sees only padding
+            for j in range(kw):
+                if not any(l <= j * dw + sw * q < l + w for q in range(ow)): continue
+                term = x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] * wt[:, i, j].view(1, -1, 1, 1)
+                y = term if y is None else y + term
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+def depthwise(module:nn.Module)->int:
+    "Swap every depthwise convolution (groups = in = out channels, zero padding) inside `module` for a `Depthwise` sharing its weights; returns how many."
+    n = 0
+    for name, c in list(module.named_children()):
+        kind = type(c).__name__
+        if (isinstance(c, nn.Conv2d) and c.groups == c.in_channels == c.out_channels > 1 and c.padding_mode == 'zeros'
+                and not isinstance(c.padding, str)):
+            same = 'dynamic' if kind == 'Conv2dDynamicSamePadding' else 'static' if kind == 'Conv2dStaticSamePadding' else None
+            setattr(module, name, Depthwise(c, same)); n += 1
+        else: n += depthwise(c)
+    return n
+
 # %% ../nbs/02_models.ipynb #cfe1060e
 @patch
 def freeze_backbone(self:ImageTower,
@@ -138,7 +184,7 @@ def freeze_backbone(self:ImageTower,
     self._n_frozen = len(st) - train_stages
     for k, s in enumerate(st):
         s.requires_grad_(k >= self._n_frozen)
-        if k >= self._n_frozen: pointwise(s)   # trained stages are differentiated twice per inner step
+        if k >= self._n_frozen: pointwise(s); depthwise(s)   # trained stages are differentiated twice per inner step
     return self.train(self.training)
 
 @patch
