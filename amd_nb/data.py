@@ -25,9 +25,10 @@ from .checks import check_finite, nonfinite_count
 __all__ = ['SPLITS', 'MAX_PIXELS', 'IMAGE_EXTS', 'DataError', 'check_split', 'resize_center_crop', 'read_image', 'PairSet',
            'file_digest', 'digest_cache_path', 'file_digests', 'emoji_dir', 'emoji_meta', 'emoji_images', 'load_emoji',
            'karpathy_files', 'karpathy_dataset_file', 'is_karpathy', 'contained_paths', 'load_karpathy', 'hash_split',
-           'load_table', 'load_pairs', 'write_shapes', 'TextEncoder', 'register_text_encoder', 'known_text_encoders',
-           'text_encoder', 'HFTextEncoder', 'minilm_encoder', 'bert_encoder', 'hf_encoder', 'OpenCLIPTextEncoder',
-           'clip_encoder', 'embedding_cache_path', 'embed_captions', 'EncodedSplit', 'caption_offsets', 'load_split']
+           'load_table', 'load_pairs', 'write_shapes', 'write_patterns', 'TextEncoder', 'register_text_encoder',
+           'known_text_encoders', 'text_encoder', 'HFTextEncoder', 'minilm_encoder', 'bert_encoder', 'hf_encoder',
+           'OpenCLIPTextEncoder', 'clip_encoder', 'embedding_cache_path', 'embed_captions', 'EncodedSplit',
+           'caption_offsets', 'load_split']
 
 # %% ../nbs/01_data.ipynb #0a80f9a4
 class DataError(ValueError):
@@ -623,6 +624,93 @@ def write_shapes(
         rows += [(name, _caption(objs, rnd), split) for _ in range(captions)]
     with open(folder/'captions.csv', 'w', newline='', encoding='utf-8') as f:
         w = csv.writer(f); w.writerow(['image', 'caption', 'split']); w.writerows(rows)
+    return folder/'captions.csv'
+
+# %% ../nbs/01_data.ipynb #36a1b8a3
+_PATTERN_WORDS = {'stripes': ['stripes', 'bands', 'lines'], 'checks': ['a checkerboard', 'checks', 'a chequered pattern'],
+                  'dots': ['dots', 'polka dots', 'spots'], 'rings': ['rings', 'concentric circles', 'a target pattern'],
+                  'grid': ['a grid', 'a lattice', 'crossed lines']}
+_SCALE_WORDS = {'fine': ['fine', 'thin', 'dense'], 'coarse': ['coarse', 'wide', 'bold']}
+_HALF_WORDS = {'left': ['on the left half', 'on the left', 'in the left half'], 'right': ['on the right half', 'on the right', 'in the right half'],
+               'top': ['in the top half', 'along the top', 'on the upper half'], 'bottom': ['in the bottom half', 'along the bottom', 'on the lower half']}
+_GROUNDS = {'white': (245, 245, 240), 'grey': (150, 150, 150), **{k: v for k, v in _COLOURS.items() if k in ('yellow', 'black', 'blue')}}
+
+def _draw_pattern(p:dict, w:int, h:int, period:int, rnd)->Image.Image:
+    "A w×h tile of pattern `p` (kind, colour, ground, orientation for stripes) with `period` px repeats and a random phase."
+    from PIL import ImageDraw
+    im = Image.new('RGB', (w, h), _GROUNDS[p['ground']]); d, fg = ImageDraw.Draw(im), _COLOURS[p['colour']]
+    ox, oy, half = rnd.randrange(period), rnd.randrange(period), max(1, period // 2)
+    if p['kind'] == 'stripes':
+        o = p['orient']
+        for k in range(-2 * (w + h) // period - 2, 2 * (w + h) // period + 2):
+            a = k * period + (oy if o == 'horizontal' else ox)
+            if o == 'horizontal': d.rectangle([0, a, w, a + half - 1], fill=fg)
+            elif o == 'vertical': d.rectangle([a, 0, a + half - 1, h], fill=fg)
+            else: d.polygon([(a, 0), (a + half, 0), (a + half - h, h), (a - h, h)], fill=fg)   # rising to the right
+    elif p['kind'] == 'checks':
+        for y in range(-period, h + period, half):
+            for x in range(-period, w + period, half):
+                if ((x + period) // half + (y + period) // half) % 2: d.rectangle([x + ox % half, y + oy % half, x + ox % half + half - 1, y + oy % half + half - 1], fill=fg)
+    elif p['kind'] == 'dots':
+        r = max(1, period / 4)
+        for y in range(-period, h + period, period):
+            for x in range(-period, w + period, period): d.ellipse([x + ox - r, y + oy - r, x + ox + r, y + oy + r], fill=fg)
+    elif p['kind'] == 'rings':
+        cx, cy, lw = w / 2 + ox - period / 2, h / 2 + oy - period / 2, max(1, period // 4)
+        for r in range(half, w + h, period): d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fg, width=lw)
+    else:   # grid
+        lw = max(1, period // 6)
+        for a in range(-period, max(w, h) + period, period):
+            d.rectangle([a + ox, 0, a + ox + lw - 1, h], fill=fg); d.rectangle([0, a + oy, w, a + oy + lw - 1], fill=fg)
+    return im
+
+def _pattern_phrase(p:dict, rnd)->str:
+    "One noun phrase for pattern `p` with random synonyms ('fine red vertical stripes on white')."
+    noun = rnd.choice(_PATTERN_WORDS[p['kind']])
+    art, noun = ('a ', noun[2:]) if noun.startswith('a ') else ('', noun)
+    adj = [rnd.choice(_SCALE_WORDS[p['scale']])] if rnd.random() < 0.7 else []
+    adj += [p['colour']] + ([p['orient']] if p['kind'] == 'stripes' else [])
+    words = ' '.join(adj + [noun])
+    if art: art = 'an ' if words[0] in 'aeiou' else 'a '
+    ground = rnd.choice([f" on {p['ground']}", f" on a {p['ground']} background", f" over {p['ground']}"])
+    return art + words + ground
+
+def write_patterns(
+    folder:str|Path,   # where to write images/NNNNN.png and captions.csv (created)
+    n:int=2000,        # number of images
+    seed:int=0,        # seeds every random choice
+    size:int=64,       # image side in pixels
+    captions:int=5,    # captions per image
+)->Path:               # the captions.csv written
+    "Draw a deterministic image–caption set of coloured textures — stripes, checks, dots, rings, grids, one per image or one per half — (80/10/10 train/val/test split) into `folder`."
+    import random
+    folder, rnd = Path(folder), random.Random(seed)
+    (folder/'images').mkdir(parents=True, exist_ok=True)
+    rows, kinds = [], sorted(_PATTERN_WORDS)
+    for i in range(n):
+        halves = [None] if rnd.random() < 0.6 else rnd.choice([('left', 'right'), ('top', 'bottom')])
+        pats = []
+        for hv in halves:
+            ground = rnd.choice(sorted(_GROUNDS))
+            pats.append(dict(kind=rnd.choice(kinds), colour=rnd.choice(sorted(c for c in _COLOURS if c != ground)), ground=ground,
+                             scale=rnd.choice(['fine', 'coarse']), orient=rnd.choice(['horizontal', 'vertical', 'diagonal']), half=hv))
+        im = Image.new('RGB', (size, size))
+        for p in pats:
+            box = {None: (0, 0, size, size), 'left': (0, 0, size // 2, size), 'right': (size // 2, 0, size, size),
+                   'top': (0, 0, size, size // 2), 'bottom': (0, size // 2, size, size)}[p['half']]
+            period = max(4, size // (8 if p['scale'] == 'fine' else 4))
+            im.paste(_draw_pattern(p, box[2] - box[0], box[3] - box[1], period, rnd), box[:2])
+        name = f"images/{i:05d}.png"; im.save(folder/name)
+        split = 'train' if i % 10 < 8 else 'val' if i % 10 == 8 else 'test'
+        for _ in range(captions):
+            ps = [_pattern_phrase(p, rnd) for p in pats]
+            if len(ps) == 1: cap = rnd.choice(['', 'a texture of ', 'a pattern of ', 'a swatch with ']) + ps[0]
+            else:
+                w = [rnd.choice(_HALF_WORDS[p['half']]) for p in pats]
+                cap = f"{ps[0]} {w[0]} and {ps[1]} {w[1]}" if rnd.random() < 0.5 else f"{w[1]} {ps[1]}, {w[0]} {ps[0]}"
+            rows.append((name, cap, split))
+    with open(folder/'captions.csv', 'w', newline='', encoding='utf-8') as f:
+        wr = csv.writer(f); wr.writerow(['image', 'caption', 'split']); wr.writerows(rows)
     return folder/'captions.csv'
 
 # %% ../nbs/01_data.ipynb #6b79ad0b

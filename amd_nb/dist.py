@@ -102,12 +102,12 @@ def split_experts(todo:list[int], rank:int, world_size:int)->list[int]:
 # %% ../nbs/02b_dist.ipynb #0bd2317d
 def _process_entry(target, args:tuple, conn):
     "A worker process: `target(*args)`; what became of it goes back on `conn` ('done', or the error's module, class and message)."
-    import signal
+    import multiprocessing, signal
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:   # Linux: die with the parent (prctl PR_SET_PDEATHSIG), so that a job killed with SIGKILL leaves no worker writing on
         import ctypes; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError): pass
-    parent = __import__('multiprocessing').parent_process()
+    parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid: os._exit(1)   # the job died while this worker started, before the prctl took hold
     try: target(*args); conn.send('done')
     except KeyboardInterrupt: conn.send(('builtins', 'KeyboardInterrupt', ''))

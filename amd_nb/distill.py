@@ -4,8 +4,8 @@
 
 # %% ../nbs/07_distill.ipynb #33160351
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, time
-from contextlib import nullcontext
+import dataclasses, hashlib, json, math, os, signal, threading, time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, asdict
 from typing import NamedTuple
 from pathlib import Path
@@ -31,7 +31,7 @@ from .spm import Selection, expert_embeddings, select
 
 # %% auto #0
 __all__ = ['Init', 'register_init', 'resolve_method', 'check_distill', 'Callback', 'ProgressBar', 'JSONLog', 'DistillError',
-           'Distiller', 'distill_settings', 'distill', 'distill_parallel']
+           'Distiller', 'distill_settings', 'sigint_held', 'distill', 'distill_parallel']
 
 # %% ../nbs/07_distill.ipynb #d5a26337
 class Init(NamedTuple):
@@ -292,6 +292,18 @@ def _set_rng_state(self:Distiller, s:dict):
     self.g.set_state(s['loop']); torch.set_rng_state(s['torch'])
     if 'cuda' in s and self.device.type == 'cuda': torch.cuda.set_rng_state(s['cuda'], self.device)
 
+# %% ../nbs/07_distill.ipynb #fe06c679
+@contextmanager
+def sigint_held():
+    "Hold back Ctrl-C (SIGINT) until the block ends, then deliver it to the previous handler (main thread only; elsewhere a no-op)."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    got, old = [], signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *a: got.append(1))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and old not in (signal.SIG_IGN, None): os.kill(os.getpid(), signal.SIGINT)
+
 # %% ../nbs/07_distill.ipynb #ed4ee589
 @patch
 def step(self:Distiller)->dict:
@@ -307,20 +319,22 @@ def step(self:Distiller)->dict:
             out = self._meta_gradient(self._segment(i, ep), batches)
     except KeyboardInterrupt:
         self._set_rng_state(snap); self.order = order; self.opt.zero_grad(set_to_none=True); raise   # as if the iteration never began
-    ok = _finite(out.loss, *(p.grad for p in self._params()))
-    if ok:
-        before = self._snapshot(); self.opt.step(); self._project()
-        if not (ok := _finite(*self._params())): self._restore(before)   # the step itself overflowed: undo it
-    if not ok: self.opt.zero_grad(set_to_none=True)
-    self.bad = 0 if ok else self.bad + 1
-    self.iteration += 1
-    rec = dict(iteration=self.iteration, expert=i, t_image=ep.image, t_text=ep.text, ok=ok,
-               loss=float(out.loss), loss_image=out.parts['image'], loss_text=out.parts['text'],
-               cos_image=round(out.cos['image'], 5), cos_text=round(out.cos['text'], 5),
-               lr_image=self.syn.lr_image.item(), lr_text=self.syn.lr_text.item(), **_sim_stats(self.syn),
-               seconds=round(time.time() - t0, 4))
-    self.history.append(rec)
-    return rec
+    with sigint_held():   # a Ctrl-C from here on lands after the update, the counter and the record, never between them
+        ok = _finite(out.loss, *(p.grad for p in self._params()))
+        if ok:
+            before = self._snapshot(); self.opt.step(); self._project()
+            if not (ok := _finite(*self._params())): self._restore(before)   # the step itself overflowed: undo it
+        if not ok: self.opt.zero_grad(set_to_none=True)
+        self.bad = 0 if ok else self.bad + 1
+        self.iteration += 1
+        rec = dict(iteration=self.iteration, expert=i, t_image=ep.image, t_text=ep.text, ok=ok,
+                   loss=float(out.loss), loss_image=out.parts['image'], loss_text=out.parts['text'],
+                   cos_image=round(out.cos['image'], 5), cos_text=round(out.cos['text'], 5),
+                   lr_image=self.syn.lr_image.item(), lr_text=self.syn.lr_text.item(), **_sim_stats(self.syn),
+                   seconds=round(time.time() - t0, 4))
+        self.history.append(rec)
+        return rec
+
 
 # %% ../nbs/07_distill.ipynb #dbb2900e
 @patch

@@ -59,6 +59,7 @@ class SyncSampler:
 @register_sampler('amd')
 class AsyncSampler:
     "AMD: independent start epochs t_V ~ U{0..R_V}, t_L ~ U{0..R_L}, optionally |t_V - t_L| ≤ max_gap."
+    synchronous = False   # True where `from_config` fell back to t_V = t_L (`distill.window_min_t`)
     def __init__(self, R_V:int, R_L:int, max_gap:int|None=None, curves=None):
         if min(R_V, R_L) < 0 or (max_gap is not None and max_gap < 0): raise ValueError(f"windows and max_gap must be ≥ 0, got R_V={R_V}, R_L={R_L}, max_gap={max_gap}")
         self.R_V, self.R_L, self.max_gap, self.curves = R_V, R_L, max_gap, curves
@@ -73,15 +74,18 @@ class AsyncSampler:
 # %% ../nbs/06_matching.ipynb #a34fc50b
 @patch(cls_method=True)
 def from_config(cls:AsyncSampler, dcfg, store=None):
-    "Windows from the config where given, else from MMD dynamic sampling on `store` (rule `window_rule`, mapped by `window_map`)."
-    curves, mapped = None, (None, None)
+    "Windows from the config where given, else from MMD dynamic sampling on `store` (rule `window_rule`, mapped by `window_map`; synchronous where `window_min_t` finds no direction)."
+    curves, mapped, sync = None, (None, None), False
     if dcfg.window_image is None or dcfg.window_text is None:
-        from amd_nb.mmd import mmd_windows, map_windows
+        from amd_nb.mmd import mmd_windows, sampling_windows
         curves = mmd_windows(store, dcfg.expert_epochs, kernel=dcfg.mmd_kernel, samples=dcfg.mmd_samples, rule=dcfg.window_rule)
-        mapped = map_windows(curves.windows, dcfg.window_map, dcfg.max_start_epoch, curves.epochs, dcfg.expert_epochs)
+        *mapped, sync = sampling_windows(curves, dcfg.window_map, dcfg.max_start_epoch, dcfg.window_min_t)
+        sync = sync and dcfg.window_image is None and dcfg.window_text is None   # a window set by hand is kept as given
     R_V = dcfg.window_image if dcfg.window_image is not None else mapped[0]
     R_L = dcfg.window_text if dcfg.window_text is not None else mapped[1]
-    return cls(R_V, R_L, dcfg.max_gap, curves)
+    s = cls(R_V, R_L, 0 if sync else dcfg.max_gap, curves)
+    s.synchronous = sync   # t_V = t_L: the experts did not decide the ratio's direction
+    return s
 
 # %% ../nbs/06_matching.ipynb #43fd22f4
 @patch

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses, json, math, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import NamedTuple
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -19,8 +20,8 @@ from .io import atomic_write_json, loads
 
 # %% auto #0
 __all__ = ['KERNELS', 'SAMPLES', 'RULES', 'MAPS', 'FORMAT', 'mmd_linear', 'median_bandwidth', 'mmd_rbf', 'param_rows',
-           'update_magnitude', 'windows_from_ratio', 'map_windows', 'MMDCurves', 'expert_magnitudes', 'mmd_curves',
-           'step_shares', 'mmd_file', 'mmd_windows']
+           'update_magnitude', 'windows_from_ratio', 'map_windows', 'MMDCurves', 'Trend', 'ratio_trend',
+           'sampling_windows', 'expert_magnitudes', 'mmd_curves', 'step_shares', 'mmd_file', 'mmd_windows']
 
 # %% ../nbs/04_mmd.ipynb #c144c38f
 def _samples(x:Tensor, name:str='x')->Tensor:
@@ -137,10 +138,11 @@ def update_magnitude(prev:Tensor,          # flat parameters of one modality at 
 # %% ../nbs/04_mmd.ipynb #131d8acf
 RULES = ('intent', 'literal')   # how windows follow from the ratio: the paper's stated intent, or its formula
 
-def _slope(r:Tensor)->float:
-    "The least-squares slope of `r` against t = 1..len(r)."
-    t = torch.arange(1, len(r) + 1, dtype=torch.float64)
-    return float(((t - t.mean()) * (r - r.mean())).sum())
+def _rise(r:Tensor, skip:int=1)->float:
+    "How much `r` rises from t = skip+1..⌊T/2⌋ to ⌊T/2⌋+1..T (the mean of the later half minus that of the earlier; `skip` is cut to fit a short `r`)."
+    h = len(r) // 2
+    if h == 0: return 0.0
+    return float(r[h:].mean() - r[min(skip, h - 1):h].mean())
 
 def _crossing(r:Tensor, med:float, up:bool, rtol:float)->tuple[int, int]|None:
     "(c, e), 1-based: the first t ≥ 2 where `r` crosses `med` upwards (`up`) or downwards, and the last t of the stretch it starts; None: no such crossing."
@@ -156,6 +158,7 @@ def windows_from_ratio(ratio:list[float],     # ratio_t = MMD_V,t / (MMD_L,t + �
                        expert_epochs:int=1,   # M: epochs a student must cover from its start
                        rule:str='intent',     # 'intent' (the paper's prose) or 'literal' (its formula); see above
                        rtol:float=1e-5,       # ratios within rtol·|T_med| of T_med count as equal to it (0: strict)
+                       skip:int=1,            # intent rule: leading transitions left out of the direction (the first epoch's transient)
                       )->tuple[int, int, float]: # (R_V, R_L, T_med)
     "AMD's start-epoch windows from the ratio of the image and text update magnitudes, clamped to [0, T−M]."
     r = torch.as_tensor(ratio, dtype=torch.float64)
@@ -168,8 +171,8 @@ def windows_from_ratio(ratio:list[float],     # ratio_t = MMD_V,t / (MMD_L,t + �
     clamp = lambda v: min(max(int(v), 0), hi)
     if rule == 'literal':
         return (clamp(t[above].min()) if above.any() else hi), clamp(t[~above].max()), med
-    slope = _slope(r)
-    if abs(slope) <= rtol * float(r.abs().sum()) or (ce := _crossing(r, med, slope > 0, rtol)) is None: return hi, hi, med
+    slope = _rise(r, skip)   # rising: the image keeps moving after the first epochs, the text settles first
+    if abs(slope) <= rtol * float(r.abs().mean()) or (ce := _crossing(r, med, slope > 0, rtol)) is None: return hi, hi, med
     settles, moves = clamp(ce[0] - 1), clamp(ce[1])
     return (moves, settles, med) if slope > 0 else (settles, moves, med)   # rising: the image keeps moving, the text settles first
 
@@ -248,6 +251,49 @@ def with_rule(self:MMDCurves, rule:str)->MMDCurves:
     "The same curves with the windows of another rule (`RULES`)."
     R_V, R_L, _ = windows_from_ratio(self.ratio, self.epochs, self.expert_epochs, rule)
     return dataclasses.replace(self, R_V=R_V, R_L=R_L, rule=rule)
+
+# %% ../nbs/04_mmd.ipynb #5ba5761f
+class Trend(NamedTuple):
+    "The MMD ratio's early-to-late rise over experts: mean Δ, its standard error, t = Δ / se, experts n."
+    delta: float; se: float; t: float; n: int
+
+def ratio_trend(per_expert:dict,  # {'image': [[MMD_t, t=1..T] per expert], 'text': [...]}
+                skip:int=1,       # leading transitions left out of the early half (the first epoch's transient)
+                eps:float=1e-12,  # ε in the ratio's denominator
+               )->Trend:
+    "How much each expert's ratio MMD_V,t / (MMD_L,t + ε) rises from t = skip+1..⌊T/2⌋ to ⌊T/2⌋+1..T: mean over experts, standard error, t (NaN with one expert)."
+    img, txt = (torch.tensor(per_expert[m], dtype=torch.float64) for m in ('image', 'text'))
+    r = img / (txt + eps); T = r.shape[-1]; h = T // 2
+    if r.dim() != 2 or r.shape != txt.shape or not 0 <= skip < h:
+        raise ValueError(f"ratio_trend needs curves of T ≥ {2 * (skip + 1)} transitions per expert for skip = {skip}, got shape {tuple(r.shape)}")
+    d = r[:, h:].mean(1) - r[:, skip:h].mean(1)
+    n, m = len(d), float(d.mean())
+    if n < 2: return Trend(m, math.nan, math.nan, n)
+    se = float(d.std() / n ** .5)
+    return Trend(m, se, m / se if se > 0 else math.copysign(math.inf, m) if m else 0.0, n)
+
+@patch
+def trend(self:MMDCurves, skip:int=1)->Trend:
+    "`ratio_trend` of these curves' experts."
+    return ratio_trend(self.per_expert, skip, self.eps)
+
+# %% ../nbs/04_mmd.ipynb #90bcf9e6
+def sampling_windows(curves:MMDCurves,     # the experts' MMD curves and their rule's windows
+                     how:str='clamp',      # `map_windows`: 'clamp', 'cap' or 'scale'
+                     max_start_epoch:int=2, # the synchronous sampler's bound: t < max_start_epoch
+                     min_t:float|None=None, # asynchronous only if |`ratio_trend` t| ≥ min_t with the windows' sign (None: always)
+                     skip:int=1,           # `ratio_trend`'s leading transitions left out
+                    )->tuple[int, int, bool]: # (R_V, R_L, synchronous)
+    "The windows AMD samples from: the rule's, mapped; or, where the experts do not decide the ratio's direction, the synchronous range with t_V = t_L."
+    mapped = map_windows(curves.windows, how, max_start_epoch, curves.epochs, curves.expert_epochs)
+    if min_t is None: return (*mapped, False)
+    R_V, R_L = curves.windows
+    try: t = curves.trend(skip).t
+    except ValueError: t = math.nan                        # too few epochs to split: nothing decides
+    agrees = curves.rule != 'intent' or R_V == R_L or (t > 0) == (R_V > R_L)
+    if abs(t) >= min_t and agrees: return (*mapped, False)  # NaN compares False: synchronous
+    hi = max(min(max_start_epoch - 1, curves.epochs - curves.expert_epochs), 0)
+    return hi, hi, True
 
 # %% ../nbs/04_mmd.ipynb #efd88f3c
 FORMAT = 'amd_nb.mmd'

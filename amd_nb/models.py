@@ -133,6 +133,11 @@ def _same_pads(size:tuple, k:tuple, s:tuple, d:tuple)->tuple:
     (t, b), (l, r) = pads
     return l, r, t, b
 
+def _reads_input(off:int, stride:int, n:int, lo:int, size:int)->bool:
+    "Whether a tap at offset `off` reads the input at any of its `n` output positions: some off + stride·q, q < n, in [lo, lo + size)."
+    q = max(0, -(-(lo - off) // stride))   # the first position at or past the input's start
+    return q < n and off + stride * q < lo + size
+
 class Depthwise(nn.Module):
     "A depthwise k×k convolution (one filter per channel) as a sum over its taps of shifted views of the input times per-channel weights: the numbers of `conv`, with gradients of any order free of per-channel loops."
     def __init__(self, conv:nn.Conv2d,
@@ -152,9 +157,9 @@ class Depthwise(nn.Module):
         oh, ow = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
         wt, y = self.weight[:, 0], None
         for i in range(kh):      # one shifted view of the input per tap, times that tap's weight per channel
-            if not any(t <= i * dh + sh * q < t + h for q in range(oh)): continue   # this row of taps sees only padding
+            if not _reads_input(i * dh, sh, oh, t, h): continue   # this row of taps sees only padding
             for j in range(kw):
-                if not any(l <= j * dw + sw * q < l + w for q in range(ow)): continue
+                if not _reads_input(j * dw, sw, ow, l, w): continue
                 term = x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] * wt[:, i, j].view(1, -1, 1, 1)
                 y = term if y is None else y + term
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_report.ipynb #08f6f157
 from __future__ import annotations
-import html, json, os, time
+import html, json, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import plotly.io as pio
@@ -14,7 +14,7 @@ from .data import EncodedSplit, load_pairs, load_split
 from .experts import TrajectoryStore, train_experts
 from .io import RunFileError, RunLayout, atomic_write, atomic_write_json, parse_json, read_json
 from .checks import check_settings, flat_settings
-from .mmd import MMDCurves, mmd_windows, mmd_file, map_windows
+from .mmd import MMDCurves, mmd_windows, mmd_file, map_windows, sampling_windows
 from .spm import expert_features, select, umap_2d
 from .synthetic import SyntheticSet
 from .distill import check_distill, distill, distill_parallel, distill_settings
@@ -205,14 +205,18 @@ def _check_before(run:DemoRun):
     for m in run.methods: _distilled(run, m)
 
 # %% ../nbs/09b_report.ipynb #80ac947f
-def window_summary(dc,                 # the run's `DistillConfig` (rule, map, max_start_epoch, M)
+def window_summary(dc,                 # the run's `DistillConfig` (rule, map, max_start_epoch, M, window_min_t)
                    curves:MMDCurves,   # the experts' MMD curves under `dc.window_rule`
-                  )->dict:             # {'R_V', 'R_L': what AMD samples from; 'rule', 'map'; 'mmd': the rule's windows; 'literal': the formula's}
+                  )->dict:             # {'R_V', 'R_L': what AMD samples from; 'rule', 'map'; 'mmd': the rule's windows; 'literal': the formula's; 'synchronous', 'trend_t', 'min_t'}
     "The windows an asynchronous run samples from, and what they came from."
-    R_V, R_L = map_windows(curves.windows, dc.window_map, dc.max_start_epoch, curves.epochs, dc.expert_epochs)
+    R_V, R_L, sync = sampling_windows(curves, dc.window_map, dc.max_start_epoch, dc.window_min_t)
+    sync = sync and dc.window_image is None and dc.window_text is None
     if dc.window_image is not None: R_V = dc.window_image
     if dc.window_text is not None: R_L = dc.window_text
-    return dict(R_V=R_V, R_L=R_L, rule=curves.rule, map=dc.window_map, mmd=list(curves.windows), literal=list(curves.with_rule('literal').windows))
+    try: t = round(curves.trend().t, 3)
+    except ValueError: t = None
+    return dict(R_V=R_V, R_L=R_L, rule=curves.rule, map=dc.window_map, mmd=list(curves.windows), literal=list(curves.with_rule('literal').windows),
+                synchronous=sync, trend_t=t if t is None or math.isfinite(t) else None, min_t=dc.window_min_t)
 
 # %% ../nbs/09b_report.ipynb #ddb46c5e
 def metrics_summary(run:DemoRun, comparison:dict, windows, timings:dict)->dict:
@@ -295,6 +299,11 @@ def _sampler_windows(run:DemoRun, method:str, syn:SyntheticSet)->tuple|None:
 def _windows_sentence(w:dict)->str:
     "One sentence on AMD's windows: what it samples from and where they came from."
     if 'rule' not in w: return f"Windows R_V = {w['R_V']}, R_L = {w['R_L']}."
+    if w.get('synchronous'):
+        t = 'cannot be measured' if w.get('trend_t') is None else f"t = {w['trend_t']:.2f}"
+        return (f"AMD samples t_V = t_L ≤ {w['R_V']}, the synchronous range: the experts do not decide the MMD ratio's direction "
+                f"(its early-to-late rise over experts: {t}, asynchronous needs |t| ≥ {w['min_t']:g} with the windows' sign), "
+                f"so the MMD windows ({w['rule']} rule) {tuple(w['mmd'])} are not used.")
     how = {'clamp': 'clamped to [0, T − M]', 'cap': 'capped at max_start_epoch − 1', 'scale': 'scaled so the larger is max_start_epoch − 1'}[w['map']]
     return (f"AMD samples t_V ≤ R_V = {w['R_V']}, t_L ≤ R_L = {w['R_L']}: the MMD windows ({w['rule']} rule) {tuple(w['mmd'])}, {how} "
             f"(the paper's literal formula gives {tuple(w['literal'])}).")
