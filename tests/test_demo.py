@@ -28,7 +28,8 @@ def test_metrics_json(demo):
         assert set(METRICS) <= set(r) and set(r['std']) == set(METRICS), name
         assert all(0 <= r[k] <= 100 for k in METRICS if k != 'r_mean') and r['n'] == 2
     w = m['windows']
-    assert set(w) == {'R_V', 'R_L', 'rule', 'map', 'mmd', 'literal'} and isinstance(w['R_V'], int) and isinstance(w['R_L'], int)
+    assert set(w) == {'R_V', 'R_L', 'rule', 'map', 'mmd', 'literal', 'synchronous', 'trend_t', 'min_t'} and isinstance(w['R_V'], int) and isinstance(w['R_L'], int)
+    assert (w['synchronous'], w['min_t'], w['trend_t']) == (False, None, None)   # no agreement check; 2 epochs cannot be split into halves
     assert (w['rule'], w['map']) == (m['config']['distill']['window_rule'], m['config']['distill']['window_map'])
     assert all(0 <= r <= m['config']['expert']['epochs'] - 1 for r in (w['R_V'], w['R_L'], *w['mmd'], *w['literal']))
     assert set(m['timings']) == set(STAGES) and all(v >= 0 for v in m['timings'].values())
