@@ -149,6 +149,7 @@ class DistillConfig:
     sim_alpha: float = opt(1.0, pos, '> 0') # α of the low-rank similarity
     merge_branches: bool = opt(False) # match (d_V + d_L)/(n_V + n_L) instead of d_V/n_V + d_L/n_L
     wbce_scale: float = opt(1.0, pos, '> 0') # WBCE: multiplier of the logits (1: LoRS's 14.3·cos at τ=0.07); the set's evaluation models use it too
+    nce_scale: float = opt(1.0, pos, '> 0') # InfoNCE (`mtt_vl`): multiplier of the student's logits (1: the experts' τ; smaller is softer); the set's evaluation models use it too
     max_lr: float|None = opt(None, pos, '> 0') # upper bound of the learned inner lrs η_V, η_L (None: only η ≥ 0)
     clamp_pixels: bool = opt(True) # keep the synthetic pixels inside the image range [0, 1] after every update
     text_norm: str = choice('ball', 'ball', 'sphere', 'free') # synthetic texts: norm ≤ text_radius·r (ball), = r (sphere) or free; r: the real captions' mean norm

@@ -159,7 +159,9 @@ class Distiller:
         if self.out is not None and (self.out/'checkpoint.safetensors').exists(): self.load_checkpoint()
 
 # %% ../nbs/07_distill.ipynb #d93cba04
-def _loss_kwargs(method:Method, dc)->dict: return {'scale': dc.wbce_scale} if method.loss == 'wbce' else {}
+def _loss_kwargs(method:Method, dc)->dict:
+    "The student loss's settings, stored with the set so that its evaluation models train with the same loss: WBCE's or InfoNCE's logit scale."
+    return {'scale': dc.wbce_scale if method.loss == 'wbce' else dc.nce_scale}
 
 # %% ../nbs/07_distill.ipynb #3a8da581
 _NOT_RESULT = ('distill.iterations', 'distill.checkpoint_every', 'distill.max_bad_steps')   # settings a resumed run may change: more iterations extend it

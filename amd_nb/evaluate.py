@@ -122,7 +122,7 @@ def train_model(ts:TrainingSet,              # what to train on
     stop = full and ec.full_patience is not None
     if stop and val is None: raise ValueError("the full split trains until its val r_mean stops improving (eval.full_patience): pass val=, or set eval.full_patience=None")
     model = init_dual_encoder(cfg, ts.text.shape[1], seed).to(device)
-    loss = contrastive_loss(ts.loss, **ts.loss_kwargs) if ts.targets is not None else InfoNCE()
+    loss = contrastive_loss(ts.loss, **ts.loss_kwargs)   # a distilled set trains with the loss (and logit scale) it was distilled with; real pairs with InfoNCE
     epochs, best = (ec.full_epochs if full else ec.epochs), [-1.0, None, 0]
     least = math.ceil(min_steps / max(math.ceil(len(ts) / min(ec.batch_size, len(ts))), 1)) if stop else 0
     def keep_best(epoch, _):
@@ -330,7 +330,7 @@ def write_tables(layout:RunLayout, cfg:Config, store:TrajectoryStore, methods, b
     if ec.full_recipe == 'experts': full += f", with the experts' SGD (momentum {cfg.expert.momentum}, no weight decay)"
     protocol = (f"Retrain protocol: {ec.n_eval} fresh dual encoders per set (seeds seed·1000+1+7k), SGD momentum {ec.momentum}, "
                 f"weight decay {ec.weight_decay}, {ec.epochs} epochs on a set ({full}), batch ≤ {ec.batch_size}; "
-                f"distilled sets train with their learned lrs (and similarity targets and loss, where learned); "
+                f"distilled sets train with their learned lrs and the loss they were distilled with (its logit scale, and the similarity targets where learned); "
                 f"{'model selection on val' if ec.select_on_val else 'no model selection'}; evaluated once on the {ec.split} split. "
                 f"Each coreset/distilled row: {n_syn_sets} sets (seeds {cfg.seed}..{cfg.seed + n_syn_sets - 1}) × {ec.n_eval} models. "
                 f"Budget: every row gets exactly B pairs (B images, B texts, one caption per coreset image; no B−1). Distillation: {dc.iterations} iterations, N={dc.syn_steps}, M={dc.expert_epochs}, "

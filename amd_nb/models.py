@@ -463,7 +463,10 @@ def flat_grad(module:nn.Module, layout:ParamLayout|None=None)->torch.Tensor:
 # %% ../nbs/02_models.ipynb #02c6edff
 class InfoNCE(nn.Module):
     "Bidirectional InfoNCE: mean of image->text and text->image cross-entropy; targets `S` (default I) make it multi-positive."
+    def __init__(self, scale:float=1.0): # multiplies the logits (1: the model's own τ; smaller is softer)
+        super().__init__(); self.scale = scale
     def forward(self, logits:torch.Tensor, targets:torch.Tensor|None=None)->torch.Tensor:
+        if self.scale != 1: logits = logits * self.scale
         if targets is None:
             y = torch.arange(len(logits), device=logits.device)
             return (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)) / 2
@@ -491,7 +494,7 @@ for _n, _c in (('infonce', InfoNCE), ('soft_infonce', SoftInfoNCE), ('wbce', Wei
 
 # %% ../nbs/02_models.ipynb #8b49930f
 def contrastive_loss(name:str, **kwargs)->nn.Module:
-    "The contrastive loss registered in `LOSSES` as `name` ('infonce', 'soft_infonce', 'wbce'), built with `kwargs` (WBCE: `scale`)."
+    "The contrastive loss registered in `LOSSES` as `name` ('infonce', 'soft_infonce', 'wbce'), built with `kwargs` (`scale`: the logits' multiplier)."
     return LOSSES[name](**kwargs)
 
 # %% ../nbs/02_models.ipynb #cc631a58

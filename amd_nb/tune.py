@@ -76,6 +76,7 @@ SEARCH_SPACE = {
                      'distill.max_start_epoch': Needs('distill.window_map', StartEpochs(4)),
                      'distill.max_gap': CategoricalDistribution([None, 0, 1, 2])},
     'loss=wbce':    {'distill.wbce_scale': LogAround(10)},     # LoRS family: logit scale of the weighted BCE
+    'loss=infonce': {'distill.nce_scale': FloatDistribution(0.02, 1.0, log=True)},   # MTT-VL family: logit scale of the student's InfoNCE (1: the experts' τ)
     'sim=lowrank':  {'distill.lr_sim': LogAround(100)},        # LoRS family: outer lr of the similarity targets
     'sim=full':     {'distill.lr_sim': LogAround(100)},
     'blend':        {'distill.blend': FloatDistribution(0.2, 5.0, log=True)},   # RepBlend family: α of the Beta(α, α) blending weight

@@ -81,3 +81,17 @@ def test_val_split_judges_without_test(setup, tmp_path, monkeypatch):
     res = compare(cfg.override({'eval.split': 'val', 'eval.n_eval': 1}), store, tmp_path/'cmp', methods=('random',), budgets=(8,), n_syn_sets=1, progress=False)
     assert 'val split' in res['protocol'] and 'random@8' in res['rows']
     assert 'val' in seen and 'test' not in seen
+
+def test_sets_retrain_with_the_loss_they_were_distilled_with(setup, monkeypatch):
+    "A distilled set's evaluation models train with its student's loss and logit scale; real pairs with the experts' InfoNCE."
+    cfg, store, syn, train, val, test = setup
+    import amd_nb.evaluate as ev
+    mtt = distill(cfg.override({'distill.method': 'mtt_vl', 'distill.nce_scale': 0.2, 'distill.iterations': 2}), store, None, train, progress=False)
+    assert mtt.meta['loss'] == 'infonce' and mtt.meta['loss_kwargs'] == {'scale': 0.2}
+    assert syn.meta['loss'] == 'wbce' and syn.meta['loss_kwargs'] == {'scale': cfg.distill.wbce_scale}
+    built, orig = [], ev.contrastive_loss
+    monkeypatch.setattr(ev, 'contrastive_loss', lambda name, **kw: (built.append((name, kw)), orig(name, **kw))[1])
+    c = cfg.override({'eval.epochs': 1})
+    for ts in (synthetic_set(mtt), synthetic_set(syn), coreset_of('random', train, 16, 0)[0]): train_model(ts, c, seed=0)
+    assert built == [('infonce', {'scale': 0.2}), ('wbce', {'scale': cfg.distill.wbce_scale}), ('infonce', {})]
+    assert getattr(orig('infonce', **built[0][1]), 'scale') == 0.2

@@ -183,6 +183,10 @@ def test_losses_agree_and_are_differentiable():
         f = contrastive_loss(name)
         l = f(lg) if name == 'infonce' else f(lg, torch.eye(7))
         g, = torch.autograd.grad(l, lg); assert torch.isfinite(g).all()
+    # a logit scale s is the loss of s·logits (InfoNCE's softer temperature τ/s, as WBCE's scale); 1 changes nothing
+    for name in ['infonce', 'soft_infonce', 'wbce']:
+        torch.testing.assert_close(contrastive_loss(name, scale=0.1)(lg, torch.eye(7)), contrastive_loss(name)(0.1 * lg, torch.eye(7)))
+    assert torch.equal(InfoNCE(1.0)(lg), InfoNCE()(lg)) and not torch.allclose(InfoNCE(0.1)(lg), InfoNCE()(lg))
 
 
 def test_lowrank_block_large_and_device_free():

@@ -45,7 +45,7 @@ def test_space_per_method_family():
     demo = get_preset('demo')
     space = lambda m, **kw: T.search_space(demo.override({'distill.method': m}), 10, **kw)
     common = {'distill.lr_image', 'distill.lr_text', 'distill.lr_lr'}
-    assert set(space('mtt_vl')) == common | {'distill.max_start_epoch'}
+    assert set(space('mtt_vl')) == common | {'distill.max_start_epoch', 'distill.nce_scale'}
     assert set(space('lors')) == common | {'distill.max_start_epoch', 'distill.wbce_scale', 'distill.lr_sim'}
     amd = set(space('amd'))
     assert common | {'distill.max_gap', 'distill.wbce_scale', 'distill.lr_sim'} <= amd
