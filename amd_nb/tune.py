@@ -273,9 +273,15 @@ def study_settings(cfg:Config, store:TrajectoryStore, space:dict)->dict:
                          experts=store.identity) | {'space': {k: distribution_to_json(d) for k, d in space.items()}}
 
 # %% ../nbs/08b_tune.ipynb #3413870e
-def open_study(storage, name:str, settings:dict, where:str)->optuna.Study:
-    "The study `name` in `storage`, created (recording `settings`) or resumed (a `SettingsChanged` when made with others)."
-    study = optuna.create_study(storage=storage, study_name=name, direction='maximize', load_if_exists=True)
+def open_study(storage, name:str, settings:dict, where:str,
+               first:dict|None=None, # settings of the first trial, queued by the one process that creates the study
+              )->optuna.Study:
+    "The study `name` in `storage`, created (recording `settings`, queueing `first`) or resumed (a `SettingsChanged` when made with others)."
+    try:   # of several processes starting together exactly one creates the study (the storage refuses the others)
+        study = optuna.create_study(storage=storage, study_name=name, direction='maximize')
+        study.set_user_attr('settings', settings)
+        if first: study.enqueue_trial(first, user_attrs={'from_config': True})   # a new study starts from the settings it was given
+    except optuna.exceptions.DuplicatedStudyError: study = optuna.load_study(storage=storage, study_name=name)
     if 'settings' not in study.user_attrs and not any(t.state in FINISHED for t in study.get_trials(deepcopy=False)):
         study.set_user_attr('settings', settings)   # a new study (another process starting with this one may set the same)
     check_settings(study.user_attrs.get('settings'), settings, f"study {name!r} in {where}",
@@ -401,11 +407,10 @@ def tune(run:TuneRun)->optuna.Study:
     say, data = run.say or (lambda s: None), run.store.data_config(run.cfg.data.cache_dir)
     with _optuna_quiet(), _ctrl_c_remembered():
         storage = open_storage(run.storage, run.folder, on_stale=retry_trial)
-        study = open_study(storage, run.study, study_settings(run.cfg, run.store, run.space), _masked(run.storage or run.folder/'study.db'))
+        study = open_study(storage, run.study, study_settings(run.cfg, run.store, run.space), _masked(run.storage or run.folder/'study.db'),
+                           first=config_trial(run.cfg, run.space))
         train, val = (load_split(data, s, progress=False, seed=run.store.config.seed) for s in ('train', 'val'))
         study.sampler, study.pruner, t0 = TrialSeededTPE(run.cfg.seed), PRUNERS[run.pruner](), time.time()
-        if not study.get_trials(deepcopy=False) and (first := config_trial(run.cfg, run.space)):
-            study.enqueue_trial(first, user_attrs={'from_config': True})   # a new study starts from the settings it was given
         if back := recover(study, storage): say(f"trial{'s' * (len(back) > 1)} {', '.join(map(str, back))} interrupted: {'their' if len(back) > 1 else 'its'} settings run again")
         say(f"{run.study}: {trial_counts(study)[0]} of {run.trials} trials finished; searching {', '.join(run.space)} on val ({len(val)} images)")
         while True:

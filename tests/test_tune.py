@@ -190,6 +190,21 @@ def test_two_processes_share_one_study(tmp_path, experts, storage):
     assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)         # and drew different settings
 
 
+
+@pytest.mark.parametrize('storage', [None, 'study.journal'])
+def test_only_the_process_that_creates_a_study_queues_its_first_trial(tmp_path, storage):
+    "Processes starting together on a new study queue the config's settings once: only the one whose create succeeds does."
+    st = T.open_storage(str(tmp_path/storage) if storage else None, tmp_path)
+    first, where = {'distill.lr_image': 30.0}, 'here'
+    a = T.open_study(st, 's', {'k': 1}, where, first=first)
+    b = T.open_study(st, 's', {'k': 1}, where, first=first)                     # a second process: loads, queues nothing
+    waiting = [t for t in b.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].system_attrs['fixed_params'] == first and waiting[0].user_attrs == {'from_config': True}
+    optuna.create_study(storage=st, study_name='other', direction='maximize')    # created by another process, no trial yet
+    assert T.open_study(st, 'other', {'k': 1}, where, first=first).get_trials() == []   # a loader never queues, even then
+    assert T.open_study(st, 'new', {'k': 1}, where).get_trials() == []              # nothing to queue without `first`
+    assert a.user_attrs['settings'] == {'k': 1}
+
 # ---- pruned and diverged trials ----
 
 class _Stub:
