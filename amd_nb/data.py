@@ -598,6 +598,21 @@ def _caption(objs:list, rnd)->str:
     return (lead + ' and '.join(ps) if rnd.random() < 0.8 else lead + ps[0] + (', next to ' + ps[1] if len(ps) > 1 else '')).strip()
 
 # %% ../nbs/01_data.ipynb #575f7519
+def _write_set(folder:str|Path, n:int, seed:int, draw)->Path:
+    "Write `n` images and their captions, each drawn by `draw(rnd)` → (PIL image, [captions]), as images/NNNNN.png and captions.csv (80/10/10 split by index) into `folder`."
+    import random
+    folder, rnd = Path(folder), random.Random(seed)
+    (folder/'images').mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        im, caps = draw(rnd)
+        name = f"images/{i:05d}.png"; im.save(folder/name)
+        split = 'train' if i % 10 < 8 else 'val' if i % 10 == 8 else 'test'
+        rows += [(name, c, split) for c in caps]
+    with open(folder/'captions.csv', 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f); w.writerow(['image', 'caption', 'split']); w.writerows(rows)
+    return folder/'captions.csv'
+
 def write_shapes(
     folder:str|Path,   # where to write images/NNNNN.png and captions.csv (created)
     n:int=2000,        # number of images
@@ -606,12 +621,8 @@ def write_shapes(
     captions:int=5,    # captions per image
 )->Path:               # the captions.csv written
     "Draw a deterministic image–caption set of coloured shapes (80/10/10 train/val/test split) into `folder`."
-    import random
     from PIL import ImageDraw
-    folder, rnd = Path(folder), random.Random(seed)
-    (folder/'images').mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
+    def draw(rnd):
         places = rnd.sample(sorted(_PLACES), rnd.choice([1, 2]))
         objs = [dict(shape=rnd.choice(sorted(_SHAPE_WORDS)), colour=rnd.choice(sorted(_COLOURS)), size=rnd.choice(['small', 'large']), place=p) for p in places]
         bg = tuple(rnd.randint(215, 250) for _ in range(3))
@@ -619,12 +630,8 @@ def write_shapes(
         for o in objs:
             cx, cy = (v * size for v in _PLACES[o['place']])
             _draw_shape(d, o['shape'], cx + rnd.uniform(-2, 2), cy + rnd.uniform(-2, 2), size * (0.09 if o['size'] == 'small' else 0.17), _COLOURS[o['colour']])
-        name = f"images/{i:05d}.png"; im.save(folder/name)
-        split = 'train' if i % 10 < 8 else 'val' if i % 10 == 8 else 'test'
-        rows += [(name, _caption(objs, rnd), split) for _ in range(captions)]
-    with open(folder/'captions.csv', 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f); w.writerow(['image', 'caption', 'split']); w.writerows(rows)
-    return folder/'captions.csv'
+        return im, [_caption(objs, rnd) for _ in range(captions)]
+    return _write_set(folder, n, seed, draw)
 
 # %% ../nbs/01_data.ipynb #36a1b8a3
 _PATTERN_WORDS = {'stripes': ['stripes', 'bands', 'lines'], 'checks': ['a checkerboard', 'checks', 'a chequered pattern'],
@@ -683,11 +690,8 @@ def write_patterns(
     captions:int=5,    # captions per image
 )->Path:               # the captions.csv written
     "Draw a deterministic image–caption set of coloured textures — stripes, checks, dots, rings, grids, one per image or one per half — (80/10/10 train/val/test split) into `folder`."
-    import random
-    folder, rnd = Path(folder), random.Random(seed)
-    (folder/'images').mkdir(parents=True, exist_ok=True)
-    rows, kinds = [], sorted(_PATTERN_WORDS)
-    for i in range(n):
+    kinds = sorted(_PATTERN_WORDS)
+    def draw(rnd):
         halves = [None] if rnd.random() < 0.6 else rnd.choice([('left', 'right'), ('top', 'bottom')])
         pats = []
         for hv in halves:
@@ -700,18 +704,16 @@ def write_patterns(
                    'top': (0, 0, size, size // 2), 'bottom': (0, size // 2, size, size)}[p['half']]
             period = max(4, size // (8 if p['scale'] == 'fine' else 4))
             im.paste(_draw_pattern(p, box[2] - box[0], box[3] - box[1], period, rnd), box[:2])
-        name = f"images/{i:05d}.png"; im.save(folder/name)
-        split = 'train' if i % 10 < 8 else 'val' if i % 10 == 8 else 'test'
+        caps = []
         for _ in range(captions):
             ps = [_pattern_phrase(p, rnd) for p in pats]
             if len(ps) == 1: cap = rnd.choice(['', 'a texture of ', 'a pattern of ', 'a swatch with ']) + ps[0]
             else:
                 w = [rnd.choice(_HALF_WORDS[p['half']]) for p in pats]
                 cap = f"{ps[0]} {w[0]} and {ps[1]} {w[1]}" if rnd.random() < 0.5 else f"{w[1]} {ps[1]}, {w[0]} {ps[0]}"
-            rows.append((name, cap, split))
-    with open(folder/'captions.csv', 'w', newline='', encoding='utf-8') as f:
-        wr = csv.writer(f); wr.writerow(['image', 'caption', 'split']); wr.writerows(rows)
-    return folder/'captions.csv'
+            caps.append(cap)
+        return im, caps
+    return _write_set(folder, n, seed, draw)
 
 # %% ../nbs/01_data.ipynb #6b79ad0b
 class TextEncoder:
